@@ -1,0 +1,234 @@
+"""The engine's write side: enqueue and administer jobs, alone or inside the caller's transaction.
+
+Every method takes an optional `conn`, a psycopg connection (async or sync) of the caller: the
+statement then runs in the caller's transaction and commits or rolls back with it, and workers are
+woken (NOTIFY) only when it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from psycopg import AsyncConnection, Connection
+from psycopg.rows import kwargs_row
+from psycopg_pool import AsyncConnectionPool
+
+from kongflow import embedded
+from kongflow.queue.migrate import migrate
+from kongflow.queue.models import (
+    Job,
+    JobKeyMode,
+    JobSpec,
+    check_int,
+    check_job_key_mode,
+    check_optional_text,
+    check_run_at,
+    encode_payload,
+)
+from kongflow.queue.sql import engine_sql
+from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+
+AnyConnection = AsyncConnection[Any] | Connection[Any]
+_job_row = kwargs_row(Job.from_row)
+
+
+class Client:
+    """A handle on one kongflow schema: `async with Client(url) as client: ...`.
+
+    With no URL it uses DATABASE_URL, else the embedded PostgreSQL. Opening it applies pending
+    migrations unless `migrate=False`.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        pool: AsyncConnectionPool[Any] | None = None,
+        max_connections: int = 10,
+        migrate: bool = True,
+    ) -> None:
+        self.schema = validate_schema(schema)
+        self._database_url = database_url
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._max_connections = max_connections
+        self._migrate = migrate
+        self._sql = engine_sql(self.schema)
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        if self._pool is None:
+            raise RuntimeError("the client is not open: use `async with Client(...)` or open()")
+        return self._pool
+
+    async def open(self) -> Client:
+        if self._pool is None:
+            url = await asyncio.to_thread(embedded.resolve_database_url, self._database_url)
+            self._pool = AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=self._max_connections,
+                kwargs={"autocommit": True},
+                open=False,
+            )
+            await self._pool.open(wait=True)
+        if self._migrate:
+            await self.migrate()
+        return self
+
+    async def close(self) -> None:
+        if self._pool is not None and self._owns_pool:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> Client:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def migrate(self) -> None:
+        async with self.pool.connection() as conn:
+            await migrate(conn, self.schema)
+
+    async def add_job(
+        self,
+        identifier: str,
+        payload: Any = None,
+        *,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        job_key: str | None = None,
+        job_key_mode: JobKeyMode = "replace",
+        priority: int | None = None,
+        flags: Sequence[str] | None = None,
+        conn: AnyConnection | None = None,
+    ) -> Job:
+        """Enqueue one job (graphile-worker's addJob, with its job-key semantics)."""
+        spec = JobSpec(identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags)
+        params = spec.validated()
+        params["job_key_mode"] = check_job_key_mode(job_key_mode)
+        (job,) = await self._fetch(self._sql.add_job, params, conn)
+        return job
+
+    async def add_jobs(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        job_key_preserve_run_at: bool = False,
+        conn: AnyConnection | None = None,
+    ) -> list[Job]:
+        """Enqueue many jobs in one statement and one NOTIFY; built for 100k+ jobs a call."""
+        specs = list(specs)
+        rows = []
+        for index, spec in enumerate(specs):
+            if not isinstance(spec, JobSpec):
+                raise TypeError(f"specs[{index}] must be a JobSpec, got {type(spec).__name__}")
+            rows.append(spec.validated(f"specs[{index}].", encode=False))
+        if not rows:
+            return []
+        try:
+            document = json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError):
+            for index, spec in enumerate(specs):  # name the culprit
+                encode_payload(spec.payload, f"specs[{index}].")
+            raise
+        return await self._fetch(self._sql.add_jobs, (document, job_key_preserve_run_at), conn)
+
+    async def remove_job(self, job_key: str, *, conn: AnyConnection | None = None) -> Job | None:
+        """Delete the job with this key if it is not running; a running one loses its key and
+        will not be retried. Returns the job, or None when no job has the key."""
+        check_optional_text(job_key, "job_key", "", 512)
+        return _first(await self._fetch(self._sql.remove_job, (job_key,), conn))
+
+    async def complete_jobs(
+        self, job_ids: Sequence[int], *, conn: AnyConnection | None = None
+    ) -> list[Job]:
+        """Mark jobs completed; running jobs are left alone."""
+        return await self._fetch(self._sql.complete_jobs, (_ids(job_ids),), conn)
+
+    async def permanently_fail_jobs(
+        self,
+        job_ids: Sequence[int],
+        message: str | None = None,
+        *,
+        conn: AnyConnection | None = None,
+    ) -> list[Job]:
+        """Fail jobs for good (no more retries); running jobs are left alone."""
+        return await self._fetch(
+            self._sql.permanently_fail_jobs, (_ids(job_ids), message), conn
+        )
+
+    async def reschedule_jobs(
+        self,
+        job_ids: Sequence[int],
+        *,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        max_attempts: int | None = None,
+        conn: AnyConnection | None = None,
+    ) -> list[Job]:
+        """Change when and how jobs run; running jobs are left alone."""
+        params = {
+            "ids": _ids(job_ids),
+            "run_at": check_run_at(run_at),
+            "priority": check_int(priority, "priority", "", -(2**31), 2**31 - 1),
+            "attempts": check_int(attempts, "attempts", "", 0, 32767),
+            "max_attempts": check_int(max_attempts, "max_attempts", "", 1, 32767),
+        }
+        return await self._fetch(self._sql.reschedule_jobs, params, conn)
+
+    async def get_job(self, job_id: int, *, conn: AnyConnection | None = None) -> Job | None:
+        """A job in any state, including completed and cancelled ones still retained."""
+        return _first(await self._fetch(self._sql.get_job, (job_id,), conn))
+
+    async def cancel_job(self, job_id: int, *, conn: AnyConnection | None = None) -> Job | None:
+        """Cancel a job: at once if it is not running, else its worker is asked to stop it and
+        it will not be retried. Returns the job, or None if there is no such job."""
+        return _first(await self._fetch(self._sql.cancel_job, (job_id,), conn))
+
+    async def _fetch(self, query: str, params: Any, conn: AnyConnection | None) -> list[Job]:
+        if conn is None:
+            async with self.pool.connection() as own:
+                return await _fetch_async(own, query, params)
+        if isinstance(conn, AsyncConnection):
+            return await _fetch_async(conn, query, params)
+        if isinstance(conn, Connection):
+            return await asyncio.to_thread(_fetch_sync, conn, query, params)
+        raise TypeError(f"conn must be a psycopg Connection or AsyncConnection, got {conn!r}")
+
+
+async def _fetch_async(conn: AsyncConnection[Any], query: str, params: Any) -> list[Job]:
+    async with conn.cursor(row_factory=_job_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+def _fetch_sync(conn: Connection[Any], query: str, params: Any) -> list[Job]:
+    with conn.cursor(row_factory=_job_row) as cur:
+        cur.execute(query, params)
+        return cur.fetchall()
+
+
+def _first(jobs: list[Job]) -> Job | None:
+    return jobs[0] if jobs else None
+
+
+def _ids(job_ids: Sequence[int]) -> list[int]:
+    ids = list(job_ids)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise TypeError(f"job ids must be integers, got {ids!r:.200}")
+    return ids

@@ -1,0 +1,145 @@
+"""The engine's records: a job as stored, and a job to add in bulk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from kongflow.queue.errors import InvalidJobError
+
+JobKeyMode = Literal["replace", "preserve_run_at", "unsafe_dedupe"]
+JobState = Literal["available", "scheduled", "running", "failed", "completed", "cancelled"]
+JOB_KEY_MODES: tuple[str, ...] = ("replace", "preserve_run_at", "unsafe_dedupe")
+MAX_KEY_LENGTH = 512
+MAX_ATTEMPTS_LIMIT = 32767
+_INT32 = 2**31
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the database holds it (columns of the `jobs` view)."""
+
+    id: int
+    queue_name: str | None
+    task_identifier: str
+    payload: Any
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    key: str | None
+    locked_at: datetime | None
+    locked_by: str | None
+    revision: int
+    flags: list[str]
+    state: JobState
+    errors: list[dict[str, Any]]
+    cancel_requested_at: datetime | None
+    finished_at: datetime | None
+    result: Any
+
+    @classmethod
+    def from_row(cls, **row: Any) -> Job:
+        row["flags"] = sorted(row["flags"] or ())
+        row["errors"] = row["errors"] or []
+        return cls(**row)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for `add_jobs`, with `add_job`'s arguments."""
+
+    identifier: str
+    payload: Any = None
+    queue_name: str | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    job_key: str | None = None
+    priority: int | None = None
+    flags: Sequence[str] | None = field(default=None)
+
+    def validated(self, where: str = "", *, encode: bool = True) -> dict[str, Any]:
+        """The spec's values, checked; raises InvalidJobError naming the bad argument.
+
+        With encode=False the payload is left as given, for the caller to encode with others."""
+        return {
+            "identifier": check_identifier(self.identifier, where),
+            "payload": encode_payload(self.payload, where) if encode else self.payload,
+            "queue_name": check_optional_text(self.queue_name, "queue_name", where, 1 << 16),
+            "run_at": check_run_at(self.run_at, where),
+            "max_attempts": check_int(self.max_attempts, "max_attempts", where, 1, MAX_ATTEMPTS_LIMIT),
+            "job_key": check_optional_text(self.job_key, "job_key", where, MAX_KEY_LENGTH),
+            "priority": check_int(self.priority, "priority", where, -_INT32, _INT32 - 1),
+            "flags": check_flags(self.flags, where),
+        }
+
+
+def _fail(where: str, argument: str, message: str) -> InvalidJobError:
+    return InvalidJobError(f"{where}{argument}", message)
+
+
+def check_identifier(value: object, where: str = "") -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(where, "identifier", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def encode_payload(value: object, where: str = "") -> str | None:
+    """JSON text of a payload (None stays None: the database stores `{}`)."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, "payload", f"must be JSON-serialisable: {exc}") from None
+
+
+def check_optional_text(value: object, argument: str, where: str, max_length: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise _fail(
+            where, argument, f"must be a string of 1 to {max_length} characters, got {value!r:.80}"
+        )
+    return value
+
+
+def check_run_at(value: object, where: str = "") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise _fail(where, "run_at", f"must be a timezone-aware datetime, got {value!r}")
+    return value.isoformat()
+
+
+def check_int(value: object, argument: str, where: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _fail(where, argument, f"must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def check_flags(value: object, where: str = "") -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | set | frozenset):
+        raise _fail(where, "flags", f"must be a list of strings, got {value!r}")
+    flags = list(value)
+    if not all(isinstance(f, str) and f for f in flags):
+        raise _fail(where, "flags", f"must be a list of non-empty strings, got {flags!r}")
+    return flags
+
+
+def check_job_key_mode(value: object) -> str:
+    if value not in JOB_KEY_MODES:
+        raise InvalidJobError(
+            "job_key_mode", f"must be one of {', '.join(JOB_KEY_MODES)}, got {value!r}"
+        )
+    return str(value)

@@ -1,0 +1,42 @@
+"""Where kongflow finds its database and schema: one place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_SCHEMA = "kongflow"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def validate_schema(name: str) -> str:
+    """Schema names are spliced into DDL, so only plain lower-case identifiers are accepted."""
+    if not _SCHEMA_NAME.match(name):
+        raise ValueError(
+            f"schema must be a lower-case SQL identifier (letters, digits, _), got {name!r}"
+        )
+    return name
+
+
+def data_dir() -> Path:
+    """The per-user directory holding the embedded PostgreSQL data (KONGFLOW_HOME overrides)."""
+    override = os.environ.get("KONGFLOW_HOME")
+    base = Path(override) if override else Path(platformdirs.user_data_dir("kongflow"))
+    return base.expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    schema: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("DATABASE_URL") or None,
+            schema=validate_schema(os.environ.get("KONGFLOW_SCHEMA", DEFAULT_SCHEMA)),
+        )
