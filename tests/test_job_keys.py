@@ -26,8 +26,14 @@ async def test_replace_updates_an_available_job_in_place(client: Client) -> None
         )
 
     second = await client.add_job(
-        "task_b", {"v": 2}, job_key="k", queue_name="q", run_at=LATEST, priority=1,
-        max_attempts=7, flags=["y"],
+        "task_b",
+        {"v": 2},
+        job_key="k",
+        queue_name="q",
+        run_at=LATEST,
+        priority=1,
+        max_attempts=7,
+        flags=["y"],
     )
 
     assert second.id == first.id
@@ -58,8 +64,9 @@ async def test_array_payloads_are_concatenated_on_replace(client: Client) -> Non
 
 async def test_preserve_run_at_keeps_run_at_while_attempts_is_zero(client: Client) -> None:
     first = await client.add_job("t", job_key="k", run_at=LATER)
-    again = await client.add_job("t", {"n": 2}, job_key="k", run_at=LATEST,
-                                 job_key_mode="preserve_run_at")
+    again = await client.add_job(
+        "t", {"n": 2}, job_key="k", run_at=LATEST, job_key_mode="preserve_run_at"
+    )
     assert again.id == first.id
     assert again.run_at == LATER
     assert again.payload == {"n": 2}
@@ -135,8 +142,6 @@ async def test_a_completed_job_frees_its_key(client: Client) -> None:
     second = await client.add_job("t", job_key="k")
     assert second.id != first.id
     assert second.revision == 0
-
-
 
 
 async def test_sixteen_concurrent_callers_on_one_key_leave_exactly_one_available_job(

@@ -12,6 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kongflow.settings import data_dir
 
@@ -30,12 +31,12 @@ def pgdata_dir() -> Path:
 
 def start(pgdata: Path | None = None) -> str:
     """Start the embedded server if it is not running and return its URL; it keeps running."""
-    return _get_server(pgdata or pgdata_dir(), cleanup_mode=None).get_uri()
+    return str(_get_server(pgdata or pgdata_dir(), cleanup_mode=None).get_uri())
 
 
 def start_temporary(pgdata: Path) -> str:
     """Start a throwaway server that is stopped and deleted when this process exits (tests)."""
-    return _get_server(pgdata, cleanup_mode="delete").get_uri()
+    return str(_get_server(pgdata, cleanup_mode="delete").get_uri())
 
 
 def status(pgdata: Path | None = None) -> EmbeddedStatus:
@@ -61,14 +62,14 @@ def stop(pgdata: Path | None = None, timeout: float = 30.0) -> bool:
     return True
 
 
-def _get_server(pgdata: Path, cleanup_mode: str | None):  # type: ignore[no-untyped-def]
+def _get_server(pgdata: Path, cleanup_mode: str | None) -> Any:
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver copes.
         warnings.simplefilter("ignore")
-        import pgserver
+        from pgserver.postgres_server import get_server
 
-        return pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
+        return get_server(pgdata, cleanup_mode=cleanup_mode)
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:

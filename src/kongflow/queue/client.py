@@ -117,8 +117,9 @@ class Client:
         conn: AnyConnection | None = None,
     ) -> Job:
         """Enqueue one job (graphile-worker's addJob, with its job-key semantics)."""
-        spec = JobSpec(identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags)
-        params = spec.validated()
+        params = JobSpec(
+            identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags
+        ).validated()
         params["job_key_mode"] = check_job_key_mode(job_key_mode)
         (job,) = await self._fetch(self._sql.add_job, params, conn)
         return job
@@ -167,9 +168,7 @@ class Client:
         conn: AnyConnection | None = None,
     ) -> list[Job]:
         """Fail jobs for good (no more retries); running jobs are left alone."""
-        return await self._fetch(
-            self._sql.permanently_fail_jobs, (_ids(job_ids), message), conn
-        )
+        return await self._fetch(self._sql.permanently_fail_jobs, (_ids(job_ids), message), conn)
 
     async def reschedule_jobs(
         self,

@@ -96,8 +96,9 @@ async def migrate(
                 ).format(ident)
             )
             cur = await conn.execute(
-                sql.SQL("select coalesce(max(version), 0) from {}.migrations where component = %s")
-                .format(ident),
+                sql.SQL(
+                    "select coalesce(max(version), 0) from {}.migrations where component = %s"
+                ).format(ident),
                 (component,),
             )
             row = await cur.fetchone()

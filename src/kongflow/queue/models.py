@@ -73,7 +73,9 @@ class JobSpec:
             "payload": encode_payload(self.payload, where) if encode else self.payload,
             "queue_name": check_optional_text(self.queue_name, "queue_name", where, 1 << 16),
             "run_at": check_run_at(self.run_at, where),
-            "max_attempts": check_int(self.max_attempts, "max_attempts", where, 1, MAX_ATTEMPTS_LIMIT),
+            "max_attempts": check_int(
+                self.max_attempts, "max_attempts", where, 1, MAX_ATTEMPTS_LIMIT
+            ),
             "job_key": check_optional_text(self.job_key, "job_key", where, MAX_KEY_LENGTH),
             "priority": check_int(self.priority, "priority", where, -_INT32, _INT32 - 1),
             "flags": check_flags(self.flags, where),

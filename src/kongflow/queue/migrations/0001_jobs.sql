@@ -432,19 +432,24 @@ $$;
 
 create function :SCHEMA.permanently_fail_jobs(job_ids bigint[], error_message text default null)
 returns setof :SCHEMA.jobs
-language sql volatile as $$
+language plpgsql volatile as $$
+declare
+  v_message text := coalesce(error_message, 'Manually marked as failed');
+  v_ids bigint[];
+begin
   with failed as (
     update :SCHEMA._jobs as j set
-      last_error = coalesce(error_message, 'Manually marked as failed'),
+      last_error = v_message,
       errors = coalesce(j.errors, '[]') || jsonb_build_object(
-        'at', now(), 'attempt', j.attempts, 'type', 'PermanentlyFailed',
-        'message', coalesce(error_message, 'Manually marked as failed')),
+        'at', now(), 'attempt', j.attempts, 'type', 'PermanentlyFailed', 'message', v_message),
       attempts = j.max_attempts,
       updated_at = now()
     where j.id = any(job_ids) and j.locked_at is null
     returning j.id
   )
-  select * from :SCHEMA.jobs where id in (select id from failed) order by id
+  select coalesce(array_agg(id), '{}') into v_ids from failed;
+  return query select * from :SCHEMA.jobs j where j.id = any(v_ids) order by j.id;
+end
 $$;
 
 create function :SCHEMA.reschedule_jobs(

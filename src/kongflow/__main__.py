@@ -1,0 +1,3 @@
+from kongflow.cli import app
+
+app(prog_name="kongflow")

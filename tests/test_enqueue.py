@@ -1,0 +1,235 @@
+"""Enqueue from Python: defaults, validation, transactions and wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from kongflow import Client, InvalidJobError, JobSpec
+from kongflow.queue.migrate import channels
+from tests.helpers import count_jobs
+
+
+async def test_defaults(client: Client) -> None:
+    before = datetime.now(UTC)
+    job = await client.add_job("send_email")
+    assert job.task_identifier == "send_email"
+    assert job.payload == {}
+    assert (job.priority, job.attempts, job.max_attempts) == (0, 0, 25)
+    assert job.queue_name is None and job.key is None and job.flags == []
+    assert job.state == "available"
+    assert before - timedelta(seconds=5) < job.run_at < datetime.now(UTC) + timedelta(seconds=5)
+
+
+async def test_all_options_are_stored(client: Client) -> None:
+    run_at = datetime.now(UTC) + timedelta(hours=1)
+    job = await client.add_job(
+        "t",
+        {"nested": {"list": [1, "two", None]}},
+        queue_name="mail",
+        run_at=run_at,
+        max_attempts=3,
+        priority=-5,
+        flags=["slow", "gpu"],
+    )
+    assert job.payload == {"nested": {"list": [1, "two", None]}}
+    assert (job.queue_name, job.run_at, job.max_attempts, job.priority) == ("mail", run_at, 3, -5)
+    assert job.flags == ["gpu", "slow"]
+    assert job.state == "scheduled"
+
+
+BAD_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("identifier", {"identifier": ""}),
+    ("identifier", {"identifier": 42}),
+    ("payload", {"payload": {"when": object()}}),
+    ("payload", {"payload": float("nan")}),
+    ("queue_name", {"queue_name": ""}),
+    ("run_at", {"run_at": datetime(2030, 1, 1)}),
+    ("run_at", {"run_at": "tomorrow"}),
+    ("max_attempts", {"max_attempts": 0}),
+    ("max_attempts", {"max_attempts": 40000}),
+    ("max_attempts", {"max_attempts": True}),
+    ("job_key", {"job_key": ""}),
+    ("job_key", {"job_key": "k" * 513}),
+    ("job_key_mode", {"job_key": "k", "job_key_mode": "merge"}),
+    ("job_key_mode", {"job_key_mode": None}),
+    ("priority", {"priority": 2**31}),
+    ("flags", {"flags": "single-string"}),
+    ("flags", {"flags": ["ok", ""]}),
+]
+
+
+@pytest.mark.parametrize(("argument", "kwargs"), BAD_CALLS)
+async def test_bad_input_names_the_argument_and_writes_nothing(
+    client: Client, argument: str, kwargs: dict[str, Any]
+) -> None:
+    call = {"identifier": "t", **kwargs}
+    identifier = call.pop("identifier")
+    with pytest.raises(InvalidJobError) as info:
+        await client.add_job(identifier, **call)
+    assert info.value.argument == argument
+    assert argument in str(info.value)
+    assert await count_jobs(client) == 0
+
+
+async def test_bad_input_leaves_the_callers_transaction_usable(
+    client: Client, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    async with aconn.transaction():
+        await client.add_job("t", {"n": 1}, conn=aconn)
+        with pytest.raises(InvalidJobError):
+            await client.add_job("t", max_attempts=0, conn=aconn)
+        await client.add_job("t", {"n": 2}, conn=aconn)
+    assert await count_jobs(client) == 2
+
+
+async def _listen(database_url: str, channel: str) -> psycopg.AsyncConnection[Any]:
+    conn = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    await conn.execute(f'listen "{channel}"')  # type: ignore[arg-type]
+    return conn
+
+
+async def _notifications(conn: psycopg.AsyncConnection[Any], wait: float) -> list[str]:
+    received: list[str] = []
+
+    async def collect() -> None:
+        async for notify in conn.notifies():
+            received.append(notify.payload)
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(collect(), wait)
+    return received
+
+
+async def test_async_transaction_commit_and_rollback(
+    client: Client, aconn: psycopg.AsyncConnection[Any], database_url: str
+) -> None:
+    listener = await _listen(database_url, channels(client.schema)["jobs"])
+    try:
+        async with aconn.transaction():
+            kept = await client.add_job("t", {"kept": True}, conn=aconn)
+            assert await client.get_job(kept.id) is None  # not visible outside before commit
+            assert await _notifications(listener, 0.3) == []  # nobody woken before commit
+        assert await client.get_job(kept.id) is not None
+        assert len(await _notifications(listener, 1.0)) == 1
+
+        class Abort(Exception):
+            pass
+
+        async def add_then_abort() -> int:
+            async with aconn.transaction():
+                job = await client.add_job("t", {"kept": False}, conn=aconn)
+                raise Abort(job.id)
+
+        with pytest.raises(Abort) as aborted:
+            await add_then_abort()
+        (dropped_id,) = aborted.value.args
+        assert await client.get_job(dropped_id) is None
+        assert await _notifications(listener, 0.3) == []
+    finally:
+        await listener.close()
+
+
+async def test_sync_connection_commit_and_rollback(client: Client, database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        kept = await client.add_job("t", {"sync": 1}, conn=conn)
+        conn.commit()
+        dropped = await client.add_job("t", {"sync": 2}, conn=conn)
+        conn.rollback()
+    assert await client.get_job(kept.id) is not None
+    assert await client.get_job(dropped.id) is None
+
+
+async def test_one_notification_per_transaction_and_none_for_future_jobs(
+    client: Client, aconn: psycopg.AsyncConnection[Any], database_url: str
+) -> None:
+    listener = await _listen(database_url, channels(client.schema)["jobs"])
+    try:
+        async with aconn.transaction():
+            for n in range(20):
+                await client.add_job("t", {"n": n}, conn=aconn)
+        assert len(await _notifications(listener, 0.5)) == 1
+
+        await client.add_job("t", run_at=datetime.now(UTC) + timedelta(hours=1))
+        assert await _notifications(listener, 0.3) == []
+    finally:
+        await listener.close()
+
+
+async def test_add_jobs_inserts_in_order_with_one_notification(
+    client: Client, database_url: str
+) -> None:
+    listener = await _listen(database_url, channels(client.schema)["jobs"])
+    try:
+        jobs = await client.add_jobs(
+            [JobSpec("t", {"n": n}, queue_name=f"q{n % 3}", priority=n % 2) for n in range(500)]
+        )
+        assert [j.payload["n"] for j in jobs] == list(range(500))
+        assert {j.queue_name for j in jobs} == {"q0", "q1", "q2"}
+        assert len(await _notifications(listener, 0.5)) == 1
+    finally:
+        await listener.close()
+
+
+async def test_add_jobs_with_keys(client: Client) -> None:
+    existing = await client.add_job("t", [0], job_key="a", run_at=datetime(2030, 1, 1, tzinfo=UTC))
+    jobs = await client.add_jobs(
+        [
+            JobSpec("t", [1], job_key="a"),
+            JobSpec("t", {"x": 1}, job_key="b"),
+            JobSpec("t", [2], job_key="a"),
+            JobSpec("t", {"x": 2}, job_key="b"),
+            JobSpec("t", {"plain": True}),
+        ],
+        job_key_preserve_run_at=True,
+    )
+    by_key = {j.key: j for j in jobs}
+    assert len(jobs) == 3
+    assert by_key["a"].id == existing.id
+    assert by_key["a"].payload == [0, 1, 2]  # arrays concatenated in call order
+    assert by_key["a"].run_at == existing.run_at  # preserved: attempts was 0
+    assert by_key["b"].payload == {"x": 2}  # last spec for a key wins
+    assert await count_jobs(client) == 3
+
+
+async def test_add_jobs_replaces_a_running_holder(client: Client) -> None:
+    from tests.helpers import mark_running
+
+    holder = await client.add_job("t", job_key="k")
+    await mark_running(client, holder.id)
+    (fresh,) = await client.add_jobs([JobSpec("t", job_key="k")])
+    assert fresh.id != holder.id
+    old = await client.get_job(holder.id)
+    assert old is not None and old.key is None and old.attempts == old.max_attempts
+
+
+async def test_add_jobs_bad_spec_names_its_index(client: Client) -> None:
+    specs = [JobSpec("t"), JobSpec("t"), JobSpec("t", max_attempts=0)]
+    with pytest.raises(InvalidJobError, match=r"specs\[2\]\.max_attempts"):
+        await client.add_jobs(specs)
+    with pytest.raises(InvalidJobError, match=r"specs\[1\]\.payload"):
+        await client.add_jobs([JobSpec("t"), JobSpec("t", {"bad": {1, 2}})])
+    with pytest.raises(TypeError, match=r"specs\[0\]"):
+        await client.add_jobs([{"identifier": "t"}])  # type: ignore[list-item]
+    assert await count_jobs(client) == 0
+
+
+async def test_add_jobs_joins_the_callers_transaction(
+    client: Client, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    await aconn.execute("begin")
+    await client.add_jobs([JobSpec("t") for _ in range(10)], conn=aconn)
+    await aconn.rollback()
+    assert await count_jobs(client) == 0
+
+
+async def test_bulk_enqueue_of_100k_jobs_in_one_call(client: Client) -> None:
+    jobs = await client.add_jobs(JobSpec("bulk", {"i": i}) for i in range(100_000))
+    assert len(jobs) == 100_000
+    assert await count_jobs(client, "task_identifier = 'bulk'") == 100_000
+    assert jobs[-1].payload == {"i": 99_999}

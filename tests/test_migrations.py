@@ -1,0 +1,82 @@
+"""Migrations: versioned, idempotent, safe with several processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from kongflow import Client
+from kongflow.queue.migrate import ENGINE_COMPONENT, MigrationError, load_migrations, render
+
+
+def _versions(database_url: str, schema: str) -> list[tuple[str, int]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            f'select component, version from "{schema}".migrations order by 1, 2'  # type: ignore[arg-type]
+        ).fetchall()
+
+
+def test_rendering_fills_every_placeholder() -> None:
+    for migration in load_migrations(*ENGINE_COMPONENT):
+        text = render(migration.text, "some_schema")
+        assert ":SCHEMA" not in text and "_CHANNEL" not in text
+        assert '"some_schema"._jobs' in text
+
+
+def test_schema_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="schema"):
+        render("", 'x"; drop table y; --')
+
+
+async def test_migrating_twice_changes_nothing(database_url: str, schema: str) -> None:
+    async with Client(database_url, schema=schema) as client:
+        await client.migrate()
+        await client.migrate()
+    versions = _versions(database_url, schema)
+    assert versions == [("queue", m.version) for m in load_migrations(*ENGINE_COMPONENT)]
+
+
+def test_concurrent_migrations_from_several_processes(database_url: str, schema: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "KONGFLOW_SCHEMA": schema}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kongflow", "migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    assert sum("applied 1 migration" in out for out in outputs) == 1, outputs
+    assert sum("up to date" in out for out in outputs) == 3, outputs
+    assert _versions(database_url, schema) == [("queue", 1)]
+
+
+def test_a_newer_database_is_refused(database_url: str, schema: str) -> None:
+    asyncio.run(_open_client(database_url, schema))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            f'insert into "{schema}".migrations (component, version, name)'  # type: ignore[arg-type]
+            " values ('queue', 99, 'future')"
+        )
+    with pytest.raises(MigrationError, match="upgrade kongflow"):
+        asyncio.run(_open_client(database_url, schema))
+    env = {**os.environ, "DATABASE_URL": database_url, "KONGFLOW_SCHEMA": schema}
+    done = subprocess.run(
+        [sys.executable, "-m", "kongflow", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "upgrade kongflow" in done.stderr
+
+
+async def _open_client(database_url: str, schema: str) -> None:
+    async with Client(database_url, schema=schema):
+        pass
