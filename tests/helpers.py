@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kongflow import Client
+import asyncio
+
+from kongflow import Client, Job
 
 
 async def mark_running(client: Client, job_id: int, worker: str = "test-worker") -> None:
@@ -21,3 +23,15 @@ async def count_jobs(client: Client, where: str = "true") -> int:
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
+
+
+async def wait_for_state(client: Client, job_id: int, state: str, timeout: float = 10.0) -> Job:
+    """Polls until the job reaches `state`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job = await client.get_job(job_id)
+        if job is not None and job.state == state:
+            return job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} is {job and job.state}, not {state}: {job}")
+        await asyncio.sleep(0.02)

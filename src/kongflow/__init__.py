@@ -1,6 +1,34 @@
 """kongflow: durable background jobs on PostgreSQL."""
 
-from kongflow.queue import Client, InvalidJobError, Job, JobSpec, KongflowError
+from kongflow.queue import (
+    Client,
+    ExponentialBackoff,
+    FixedBackoff,
+    InvalidJobError,
+    Job,
+    JobSpec,
+    KongflowError,
+    PermanentFailure,
+    RunningJob,
+    Snooze,
+    Task,
+    Worker,
+    WorkerHooks,
+)
 
-__all__ = ["Client", "InvalidJobError", "Job", "JobSpec", "KongflowError"]
+__all__ = [
+    "Client",
+    "ExponentialBackoff",
+    "FixedBackoff",
+    "InvalidJobError",
+    "Job",
+    "JobSpec",
+    "KongflowError",
+    "PermanentFailure",
+    "RunningJob",
+    "Snooze",
+    "Task",
+    "Worker",
+    "WorkerHooks",
+]
 __version__ = "0.1.0"

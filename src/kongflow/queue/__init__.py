@@ -1,7 +1,24 @@
-"""The job engine: schema and migrations, enqueue and administration (the worker comes next)."""
+"""The job engine: schema and migrations, enqueue and administration, and the worker."""
 
 from kongflow.queue.client import Client
-from kongflow.queue.errors import InvalidJobError, KongflowError
+from kongflow.queue.errors import InvalidJobError, KongflowError, PermanentFailure, Snooze
+from kongflow.queue.hooks import WorkerHooks
 from kongflow.queue.models import Job, JobSpec
+from kongflow.queue.tasks import ExponentialBackoff, FixedBackoff, RunningJob, Task
+from kongflow.queue.worker import Worker
 
-__all__ = ["Client", "InvalidJobError", "Job", "JobSpec", "KongflowError"]
+__all__ = [
+    "Client",
+    "ExponentialBackoff",
+    "FixedBackoff",
+    "InvalidJobError",
+    "Job",
+    "JobSpec",
+    "KongflowError",
+    "PermanentFailure",
+    "RunningJob",
+    "Snooze",
+    "Task",
+    "Worker",
+    "WorkerHooks",
+]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
-from psycopg.rows import kwargs_row
+from psycopg.rows import kwargs_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
@@ -199,25 +199,57 @@ class Client:
         it will not be retried. Returns the job, or None if there is no such job."""
         return _first(await self._fetch(self._sql.cancel_job, (job_id,), conn))
 
+    async def force_unlock_workers(
+        self, worker_ids: Sequence[str], *, conn: AnyConnection | None = None
+    ) -> list[int]:
+        """Release the jobs of these workers now, as if their lease had expired; returns the
+        released job ids."""
+        (row,) = await self._rows(self._sql.force_unlock_workers, (list(worker_ids),), conn)
+        return list(row[0])
+
+    async def set_queue_limits(
+        self, limits: Mapping[str, int], *, conn: AnyConnection | None = None
+    ) -> None:
+        """Set global concurrency limits by queue name or pattern (`{"runs:*": 1}`)."""
+        for name, limit in limits.items():
+            check_int(limit, f"limits[{name!r}]", "", 1, 2**31 - 1)
+        await self._rows(self._sql.set_queue_limits, (json.dumps(dict(limits)),), conn)
+
+    async def pause_queue(self, queue_name: str, *, conn: AnyConnection | None = None) -> None:
+        """No worker takes jobs from this queue until it is resumed (running ones finish)."""
+        check_optional_text(queue_name, "queue_name", "", 1 << 16)
+        await self._rows(self._sql.pause_queue, (queue_name,), conn)
+
+    async def resume_queue(self, queue_name: str, *, conn: AnyConnection | None = None) -> None:
+        check_optional_text(queue_name, "queue_name", "", 1 << 16)
+        await self._rows(self._sql.resume_queue, (queue_name,), conn)
+
     async def _fetch(self, query: str, params: Any, conn: AnyConnection | None) -> list[Job]:
+        return await self._rows(query, params, conn, _job_row)
+
+    async def _rows(
+        self, query: str, params: Any, conn: AnyConnection | None, row_factory: Any = tuple_row
+    ) -> list[Any]:
         if conn is None:
             async with self.pool.connection() as own:
-                return await _fetch_async(own, query, params)
+                return await _fetch_async(own, query, params, row_factory)
         if isinstance(conn, AsyncConnection):
-            return await _fetch_async(conn, query, params)
+            return await _fetch_async(conn, query, params, row_factory)
         if isinstance(conn, Connection):
-            return await asyncio.to_thread(_fetch_sync, conn, query, params)
+            return await asyncio.to_thread(_fetch_sync, conn, query, params, row_factory)
         raise TypeError(f"conn must be a psycopg Connection or AsyncConnection, got {conn!r}")
 
 
-async def _fetch_async(conn: AsyncConnection[Any], query: str, params: Any) -> list[Job]:
-    async with conn.cursor(row_factory=_job_row) as cur:
+async def _fetch_async(
+    conn: AsyncConnection[Any], query: str, params: Any, row_factory: Any
+) -> list[Any]:
+    async with conn.cursor(row_factory=row_factory) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()
 
 
-def _fetch_sync(conn: Connection[Any], query: str, params: Any) -> list[Job]:
-    with conn.cursor(row_factory=_job_row) as cur:
+def _fetch_sync(conn: Connection[Any], query: str, params: Any, row_factory: Any) -> list[Any]:
+    with conn.cursor(row_factory=row_factory) as cur:
         cur.execute(query, params)
         return cur.fetchall()
 

@@ -19,6 +19,18 @@ class EngineSQL:
     reschedule_jobs: str
     get_job: str
     cancel_job: str
+    register_worker: str
+    heartbeat: str
+    deregister_worker: str
+    claim_jobs: str
+    settle_jobs: str
+    cancel_requests: str
+    has_ready_jobs: str
+    rescue_stale_jobs: str
+    force_unlock_workers: str
+    set_queue_limits: str
+    pause_queue: str
+    resume_queue: str
 
 
 @cache
@@ -47,4 +59,27 @@ def engine_sql(schema: str) -> EngineSQL:
         ),
         get_job=f"select * from {s}._all_jobs where id = %s",
         cancel_job=f"select * from {s}.cancel_job(%s) where id is not null",
+        register_worker=(
+            f"insert into {s}._workers (id, hostname, pid, tasks, concurrency)"
+            " values (%s, %s, %s, %s, %s)"
+        ),
+        heartbeat=f"update {s}._workers set heartbeat_at = now() where id = %s",
+        deregister_worker=f"delete from {s}._workers where id = %s",
+        claim_jobs=f"select * from {s}._claim_jobs(%s, %s, %s, %s, %s)",
+        settle_jobs=f"select {s}._settle_jobs(%s, %s::jsonb)",
+        cancel_requests=(
+            f"select id from {s}._jobs where locked_by = %s and cancel_requested_at is not null"
+        ),
+        has_ready_jobs=(
+            f"select exists (select 1 from {s}._jobs j"
+            f" left join {s}._job_queues q on q.id = j.queue_id"
+            " where j.is_available and j.run_at <= now() and (q.id is null or not q.paused)"
+            f" and {s}._claimable(j, %(tasks)s, %(forbidden)s)"
+            " and (%(queues)s::text[] is null or q.queue_name like any(%(queues)s::text[])))"
+        ),
+        rescue_stale_jobs=f"select {s}.rescue_stale_jobs(%s::interval)",
+        force_unlock_workers=f"select {s}.force_unlock_workers(%s::text[])",
+        set_queue_limits=f"select {s}.set_queue_limits(%s::jsonb)",
+        pause_queue=f"select {s}.pause_queue(%s)",
+        resume_queue=f"select {s}.resume_queue(%s)",
     )

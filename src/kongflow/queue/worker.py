@@ -1,0 +1,512 @@
+"""The worker: claims jobs, runs their handlers, records what happened, and keeps its lease.
+
+Its parts run as asyncio tasks: the producer claims jobs into free slots; each job runs in its own
+task (plain handlers in a thread pool); the completer writes outcomes in batches; the heartbeat
+keeps the lease; the rescuer releases jobs of lost workers; the listener wakes the producer and
+delivers cancellations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from psycopg.rows import kwargs_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from kongflow import embedded
+from kongflow.queue.completer import Completer
+from kongflow.queue.errors import JobTimeout, PermanentFailure, Snooze, WorkerLost
+from kongflow.queue.hooks import HookSet, WorkerHooks
+from kongflow.queue.listener import listen
+from kongflow.queue.migrate import channels, migrate
+from kongflow.queue.models import Job
+from kongflow.queue.sql import engine_sql
+from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
+from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+
+log = logging.getLogger("kongflow.worker")
+
+ForbiddenFlags = (
+    Sequence[str]
+    | Callable[[], Sequence[str] | None]
+    | Callable[[], Awaitable[Sequence[str] | None]]
+)
+_DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
+_MAX_TRACEBACK = 8000
+_job_row = kwargs_row(Job.from_row)
+
+
+def queue_patterns(queues: Sequence[str] | None) -> list[str] | None:
+    """Queue names or `*` patterns as LIKE patterns."""
+    if queues is None:
+        return None
+    escaped = (q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for q in queues)
+    return [q.replace("*", "%") for q in escaped]
+
+
+class Worker:
+    """Runs jobs of the given tasks: `async with Worker(url, tasks={...}): ...` or `await
+    worker.run()`.
+
+    - `concurrency`: jobs run at once by this worker.
+    - `queues`: serve only these named queues (names or `runs:*` patterns); default: every queue
+      and jobs with no queue.
+    - `queue_limits`: global limits for queues by name or pattern, stored in the database for
+      every worker (a named queue without one runs one job at a time).
+    - `forbidden_flags`: skip jobs with any of these flags; a list, or a function (sync or async)
+      asked before each claim.
+    - `poll_only`: no LISTEN (for transaction-mode poolers): look for work every `poll_interval`.
+    - `lease`: a worker silent for longer is presumed dead and its jobs are released.
+    """
+
+    def __init__(
+        self,
+        database: str | AsyncConnectionPool[Any] | None = None,
+        tasks: Mapping[str, Handler | Task] | None = None,
+        *,
+        concurrency: int = 10,
+        poll_interval: float = 1.0,
+        queues: Sequence[str] | None = None,
+        queue_limits: Mapping[str, int] | None = None,
+        forbidden_flags: ForbiddenFlags | None = None,
+        schema: str = DEFAULT_SCHEMA,
+        poll_only: bool = False,
+        lease: float = 30.0,
+        heartbeat_interval: float | None = None,
+        hooks: Sequence[WorkerHooks] = (),
+        migrate: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if lease <= 0 or poll_interval <= 0:
+            raise ValueError("lease and poll_interval must be positive")
+        for name, limit in (queue_limits or {}).items():
+            if not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"queue_limits[{name!r}] must be an integer >= 1, got {limit!r}")
+        self.tasks = as_tasks(tasks or {})
+        self.schema = validate_schema(schema)
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.poll_only = poll_only
+        self.lease = lease
+        self.heartbeat_interval = heartbeat_interval or min(lease / 3, 10.0)
+        self._queues = queue_patterns(queues)
+        self._queue_limits = dict(queue_limits or {})
+        self._forbidden_flags = forbidden_flags
+        self._database = database
+        self._pool: AsyncConnectionPool[Any] | None = (
+            database if isinstance(database, AsyncConnectionPool) else None
+        )
+        self._owns_pool = self._pool is None
+        self._migrate = migrate
+        self._sql = engine_sql(self.schema)
+        self._hooks = HookSet(hooks)
+        self._task_names = sorted(self.tasks)
+        self.id = self._new_id()
+
+        self._running: dict[int, tuple[RunningJob, asyncio.Task[None]]] = {}
+        self._cancel_reasons: dict[int, str] = {}
+        self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="kongflow-job")
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._started = False
+        self._stopped = asyncio.Event()
+        self._services: list[asyncio.Task[None]] = []
+        self._completer: Completer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("this worker was already started")
+        self._started = True
+        if self._pool is None:
+            assert not isinstance(self._database, AsyncConnectionPool)
+            url = await asyncio.to_thread(embedded.resolve_database_url, self._database)
+            self._pool = AsyncConnectionPool(
+                url, min_size=2, max_size=4, kwargs={"autocommit": True}, timeout=10, open=False
+            )
+            await self._pool.open(wait=True)
+        if self._migrate:
+            async with self._pool.connection() as conn:
+                await migrate(conn, self.schema)
+        if self._queue_limits:
+            await self._execute(self._sql.set_queue_limits, (json.dumps(self._queue_limits),))
+        await self._register()
+        self._completer = Completer(
+            self._pool, self._sql.settle_jobs, self._wake, self._report_error
+        )
+        if not self.poll_only:
+            # Listen before claiming, so no cancellation or wake-up is missed after start().
+            names = channels(self.schema)
+            connected = asyncio.Event()
+
+            def on_connected() -> None:
+                connected.set()
+                self._wake()
+
+            self._spawn(
+                listen(
+                    str(self._pool.conninfo),
+                    [names["jobs"], names["cancel"]],
+                    self._on_notify,
+                    on_connected,
+                    self._report_error,
+                ),
+                "listener",
+            )
+            await asyncio.wait_for(connected.wait(), 30)
+        self._spawn(self._completer.run(), "completer")
+        self._spawn(self._produce(), "producer")
+        self._spawn(self._heartbeat(), "heartbeat")
+        self._spawn(self._rescue(), "rescuer")
+        log.info(
+            "worker %s started: %d task(s), concurrency %d",
+            self.id,
+            len(self.tasks),
+            self.concurrency,
+        )
+
+    async def run(self) -> None:
+        """Start, and return once stopped (by `stop()`, e.g. from a signal handler)."""
+        await self.start()
+        await self._stopped.wait()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Graceful shutdown: take no new jobs, let running ones finish for up to `timeout`
+        seconds, then cancel them and give them back to the queue with their attempt."""
+        if not self._started:
+            return
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        self._wake()
+        jobs = [task for _, task in self._running.values()]
+        if jobs:
+            _, late = await asyncio.wait(jobs, timeout=timeout)
+            for task in late:
+                job_id = next(j.id for j, t in self._running.values() if t is task)
+                self._cancel(job_id, "shutdown")
+            if late:
+                await asyncio.wait(late, timeout=5)
+        flushed = await self._flush(timeout=max(timeout, 5))
+        for service in self._services:
+            service.cancel()
+        await asyncio.gather(*self._services, return_exceptions=True)
+        if flushed:
+            try:
+                await self._execute(self._sql.deregister_worker, (self.id,))
+            except _DB_ERRORS as exc:
+                self._report_error(exc, "deregistering (the lease will expire instead)")
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._owns_pool and self._pool is not None:
+            await self._pool.close()
+        self._stopped.set()
+        log.info("worker %s stopped", self.id)
+
+    async def drain(self) -> None:
+        """Return once no job this worker could take is ready and none is running here."""
+        while True:
+            if not self._running and self._completer is not None and not self._completer.backlog:
+                row = await self._fetchone(
+                    self._sql.has_ready_jobs,
+                    {
+                        "tasks": self._task_names,
+                        "forbidden": await self._forbidden(),
+                        "queues": self._queues,
+                    },
+                )
+                if row is not None and not row[0] and not self._running:
+                    return
+            self._wake()
+            await asyncio.sleep(0.05)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def running_jobs(self) -> list[RunningJob]:
+        return [job for job, _ in self._running.values()]
+
+    @property
+    def rejected_results(self) -> int:
+        """Results dropped because this worker had lost the job (fencing)."""
+        return self._completer.rejected if self._completer else 0
+
+    # -- producer ----------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            self._wakeup.clear()
+            free = self.concurrency - len(self._running)
+            backlogged = self._completer is not None and self._completer.backlog > 10 * (
+                self.concurrency
+            )
+            if free > 0 and not backlogged:
+                try:
+                    jobs = await self._claim(free)
+                except WorkerLost:
+                    await self._register_again()
+                    continue
+                except _DB_ERRORS as exc:
+                    self._report_error(exc, "claiming jobs (retrying)")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.1
+                for job in jobs:
+                    self._start_job(job)
+                if jobs and len(jobs) == free:
+                    continue  # the batch came back full: there may be more
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+
+    async def _claim(self, limit: int) -> list[RunningJob]:
+        assert self._pool is not None
+        params = (self.id, limit, self._task_names, self._queues, await self._forbidden())
+        try:
+            async with self._pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+                await cur.execute(self._sql.claim_jobs, params)
+                return [RunningJob.of(job) for job in await cur.fetchall()]
+        except psycopg.errors.lookup("KF001") as exc:
+            raise WorkerLost(str(exc)) from exc
+
+    async def _forbidden(self) -> list[str] | None:
+        source = self._forbidden_flags
+        flags = source() if callable(source) else source
+        if inspect.isawaitable(flags):
+            flags = await flags
+        return list(flags) if flags else None
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel.endswith(":cancel"):
+            if payload.isdigit():
+                self._cancel(int(payload), "cancelled")
+        else:
+            self._wake()
+
+    # -- running a job -----------------------------------------------------------------------
+
+    def _start_job(self, job: RunningJob) -> None:
+        task = asyncio.create_task(self._run_job(job), name=f"kongflow-job-{job.id}")
+        self._running[job.id] = (job, task)
+        if job.cancel_requested_at is not None:
+            self._cancel(job.id, "cancelled")
+
+    def _cancel(self, job_id: int, reason: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is None:
+            return
+        job, task = entry
+        self._cancel_reasons.setdefault(job_id, reason)
+        job.cancelled.set()
+        task.cancel()
+
+    async def _run_job(self, job: RunningJob) -> None:
+        task = self.tasks[job.task_identifier]
+        worker_id = self.id  # the fencing token this job was claimed under
+        self._hooks.emit("job_started", job)
+        started = time.monotonic()
+        try:
+            result = await self._call(task, job)
+        except asyncio.CancelledError:
+            reason = self._cancel_reasons.pop(job.id, None)
+            if reason is None:
+                raise  # not ours: the event loop is going away
+            if reason == "cancelled":
+                self._settle(worker_id, job, {"outcome": "cancelled"})
+                self._hooks.emit("job_cancelled", job)
+            else:
+                self._settle(worker_id, job, {"outcome": "returned"})
+        except Snooze as snooze:
+            run_at = datetime.now(UTC) + timedelta(seconds=snooze.delay)
+            self._settle(worker_id, job, {"outcome": "snoozed", "run_at": run_at.isoformat()})
+            self._hooks.emit("job_snoozed", job, run_at)
+        except Exception as error:
+            self._record_failure(worker_id, job, task, error)
+        else:
+            self._settle(worker_id, job, {"outcome": "completed", "result": _jsonable(result)})
+            self._hooks.emit("job_completed", job, time.monotonic() - started)
+        finally:
+            self._running.pop(job.id, None)
+            self._cancel_reasons.pop(job.id, None)
+            self._wake()
+
+    async def _call(self, task: Task, job: RunningJob) -> Any:
+        if task.is_async:
+            call: Awaitable[Any] = task.handler(job.payload, job)
+        else:
+            loop = asyncio.get_running_loop()
+            call = loop.run_in_executor(self._threads, task.handler, job.payload, job)
+        if task.timeout is None:
+            return await call
+        try:
+            async with asyncio.timeout(task.timeout):
+                return await call
+        except TimeoutError:
+            job.cancelled.set()
+            raise JobTimeout(f"job timed out after {task.timeout}s") from None
+
+    def _record_failure(
+        self, worker_id: str, job: RunningJob, task: Task, error: BaseException
+    ) -> None:
+        permanent = isinstance(error, PermanentFailure) or job.attempts >= job.max_attempts
+        details = {
+            "type": type(error).__name__,
+            "message": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error))[-_MAX_TRACEBACK:],
+        }
+        if permanent:
+            self._settle(worker_id, job, {"outcome": "failed_permanently", "error": details})
+            self._hooks.emit("job_failed", job, error)
+            return
+        retry_at = datetime.now(UTC) + timedelta(seconds=task.retry_delay(job.attempts))
+        self._settle(
+            worker_id, job, {"outcome": "failed", "run_at": retry_at.isoformat(), "error": details}
+        )
+        self._hooks.emit("job_retried", job, error, retry_at)
+
+    def _settle(self, worker_id: str, job: RunningJob, outcome: dict[str, Any]) -> None:
+        assert self._completer is not None
+        self._completer.submit(worker_id, {"id": job.id, **outcome})
+
+    async def _flush(self, timeout: float) -> bool:
+        if self._completer is None:
+            return True
+        try:
+            await asyncio.wait_for(self._completer.wait_idle(), timeout)
+        except TimeoutError:
+            log.warning(
+                "worker %s: %d job result(s) could not be written; their jobs will be "
+                "released when the lease expires",
+                self.id,
+                self._completer.backlog,
+            )
+            return False
+        return True
+
+    # -- lease -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_id() -> str:
+        return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+    async def _register(self) -> None:
+        await self._execute(
+            self._sql.register_worker,
+            (self.id, socket.gethostname(), os.getpid(), self._task_names, self.concurrency),
+        )
+
+    async def _register_again(self) -> None:
+        """The lease expired (we were presumed dead): our jobs were released, so results for
+        them will be rejected. Carry on under a new id."""
+        lost = self.id
+        self.id = self._new_id()
+        log.warning("worker %s lost its lease; registering again as %s", lost, self.id)
+        while not self._stopping:
+            try:
+                await self._register()
+                return
+            except _DB_ERRORS as exc:
+                self._report_error(exc, "registering again (retrying)")
+                await asyncio.sleep(1.0)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                assert self._pool is not None
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(self._sql.heartbeat, (self.id,))
+                    if cur.rowcount == 0:
+                        await self._register_again()
+                        continue
+                    cur = await conn.execute(self._sql.cancel_requests, (self.id,))
+                    for (job_id,) in await cur.fetchall():
+                        self._cancel(job_id, "cancelled")
+            except _DB_ERRORS as exc:
+                self._report_error(exc, "heartbeat (retrying)")
+
+    async def _rescue(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 2)
+            try:
+                row = await self._fetchone(
+                    self._sql.rescue_stale_jobs, (timedelta(seconds=self.lease),)
+                )
+            except _DB_ERRORS as exc:
+                self._report_error(exc, "rescuing jobs of lost workers (retrying)")
+                continue
+            if row and row[0]:
+                log.warning("released %d job(s) of lost workers: %s", len(row[0]), row[0])
+                self._hooks.emit("jobs_rescued", list(row[0]))
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"kongflow-{name}")
+        task.add_done_callback(self._service_done)
+        self._services.append(task)
+
+    def _service_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            assert error is not None
+            log.error("worker %s: %s crashed", self.id, task.get_name(), exc_info=error)
+            self._report_error(error, f"{task.get_name()} crashed")
+
+    def _report_error(self, error: BaseException, context: str) -> None:
+        log.warning("worker %s: %s: %s", self.id, context, error)
+        self._hooks.emit("error", error, context)
+
+    async def _execute(self, query: str, params: Any) -> None:
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            await conn.execute(query, params)
+
+    async def _fetchone(self, query: str, params: Any) -> Any:
+        assert self._pool is not None
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+
+def _jsonable(value: Any) -> Any:
+    """A handler's return value as JSON, or None when it is not JSON-serialisable."""
+    if value is None:
+        return None
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return None
+    return value

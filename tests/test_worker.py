@@ -1,0 +1,371 @@
+"""The worker in-process: handlers, order, retries, snooze, timeouts, cancel, flags, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from kongflow import (
+    Client,
+    FixedBackoff,
+    PermanentFailure,
+    RunningJob,
+    Snooze,
+    Task,
+    Worker,
+    WorkerHooks,
+)
+from tests.helpers import count_jobs, wait_for_state
+
+
+def make_worker(client: Client, tasks: dict[str, Any], **options: Any) -> Worker:
+    options.setdefault("poll_interval", 0.2)
+    return Worker(client.pool, tasks, schema=client.schema, **options)
+
+
+async def test_async_and_sync_handlers_run_and_their_results_are_kept(client: Client) -> None:
+    threads: list[str] = []
+
+    async def double(payload: dict[str, int], job: RunningJob) -> int:
+        return payload["n"] * 2
+
+    def shout(payload: dict[str, str], job: RunningJob) -> str:
+        threads.append(threading.current_thread().name)
+        return payload["s"].upper()
+
+    a = await client.add_job("double", {"n": 21})
+    b = await client.add_job("shout", {"s": "hi"})
+    async with make_worker(client, {"double": double, "shout": shout}) as worker:
+        await worker.drain()
+    done_a, done_b = await client.get_job(a.id), await client.get_job(b.id)
+    assert done_a is not None and (done_a.state, done_a.result) == ("completed", 42)
+    assert done_b is not None and (done_b.state, done_b.result) == ("completed", "HI")
+    assert done_a.attempts == 1
+    assert threads and threads[0].startswith("kongflow-job")
+
+
+async def test_priority_then_run_at_order(client: Client) -> None:
+    seen: list[str] = []
+
+    async def record(payload: dict[str, str], job: RunningJob) -> None:
+        seen.append(payload["name"])
+
+    now = datetime.now(UTC)
+    await client.add_job("rec", {"name": "low-old"}, priority=5, run_at=now - timedelta(hours=2))
+    await client.add_job("rec", {"name": "high-new"}, priority=-1, run_at=now - timedelta(hours=1))
+    await client.add_job("rec", {"name": "mid-new"}, run_at=now - timedelta(minutes=1))
+    await client.add_job("rec", {"name": "mid-old"}, run_at=now - timedelta(minutes=2))
+    await client.add_job("rec", {"name": "future"}, run_at=now + timedelta(hours=1))
+    async with make_worker(client, {"rec": record}, concurrency=1) as worker:
+        await worker.drain()
+    assert seen == ["high-new", "mid-old", "mid-new", "low-old"]
+    assert await count_jobs(client, "state = 'scheduled'") == 1
+
+
+async def test_only_registered_tasks_are_claimed(client: Client) -> None:
+    async def noop(payload: Any, job: RunningJob) -> None:
+        return None
+
+    other = await client.add_job("someone_elses_task")
+    async with make_worker(client, {"noop": noop}) as worker:
+        await client.add_job("noop")
+        await worker.drain()
+    job = await client.get_job(other.id)
+    assert job is not None and job.state == "available"
+
+
+async def test_failures_retry_with_the_task_backoff_until_max_attempts(client: Client) -> None:
+    calls: list[float] = []
+
+    async def flaky(payload: Any, job: RunningJob) -> None:
+        calls.append(time.monotonic())
+        raise ValueError(f"attempt {job.attempts} failed")
+
+    job = await client.add_job("flaky", max_attempts=3)
+    async with make_worker(
+        client, {"flaky": Task(flaky, retry=FixedBackoff(0.3))}, poll_interval=0.05
+    ) as worker:
+        failed = await wait_for_state(client, job.id, "failed")
+        await worker.drain()
+    assert len(calls) == 3
+    assert all(b - a >= 0.25 for a, b in zip(calls, calls[1:], strict=False))
+    assert failed.attempts == 3
+    assert failed.last_error == "ValueError: attempt 3 failed"
+    assert [e["attempt"] for e in failed.errors] == [1, 2, 3]
+    assert all(e["type"] == "ValueError" for e in failed.errors)
+    assert "Traceback" in failed.errors[0]["traceback"]
+
+
+async def test_default_backoff_is_exp_of_attempts(client: Client) -> None:
+    async def boom(payload: Any, job: RunningJob) -> None:
+        raise RuntimeError("boom")
+
+    job = await client.add_job("boom")
+    async with make_worker(client, {"boom": boom}) as worker:
+        await worker.drain()
+    retrying = await client.get_job(job.id)
+    assert retrying is not None
+    assert (retrying.state, retrying.attempts) == ("scheduled", 1)
+    failed_at = datetime.fromisoformat(retrying.errors[-1]["at"])
+    delay = (retrying.run_at - failed_at).total_seconds()
+    assert 2.5 < delay < 3.0  # e ** 1
+
+
+async def test_snooze_retries_later_without_spending_an_attempt(client: Client) -> None:
+    calls = 0
+
+    async def sleepy(payload: Any, job: RunningJob) -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise Snooze(0.1)
+        return "awake"
+
+    job = await client.add_job("sleepy", max_attempts=1)
+    async with make_worker(client, {"sleepy": sleepy}, poll_interval=0.05):
+        done = await wait_for_state(client, job.id, "completed")
+    assert calls == 3
+    assert done.attempts == 1
+    assert done.errors == []
+
+
+async def test_permanent_failure_stops_retries_at_once(client: Client) -> None:
+    async def refuse(payload: Any, job: RunningJob) -> None:
+        raise PermanentFailure("bad input")
+
+    job = await client.add_job("refuse", max_attempts=10)
+    async with make_worker(client, {"refuse": refuse}) as worker:
+        await worker.drain()
+    failed = await client.get_job(job.id)
+    assert failed is not None
+    assert (failed.state, failed.attempts) == ("failed", 10)
+    assert failed.last_error == "PermanentFailure: bad input"
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_timeout_fails_the_attempt(client: Client, kind: str) -> None:
+    async def slow_async(payload: Any, job: RunningJob) -> None:
+        await asyncio.sleep(30)
+
+    def slow_sync(payload: Any, job: RunningJob) -> None:
+        job.cancelled.wait(30)  # cooperative: returns when the worker gives up on it
+
+    handler = slow_async if kind == "async" else slow_sync
+    job = await client.add_job("slow", max_attempts=1)
+    started = time.monotonic()
+    async with make_worker(client, {"slow": Task(handler, timeout=0.3)}) as worker:
+        failed = await wait_for_state(client, job.id, "failed")
+        await worker.drain()
+    assert time.monotonic() - started < 10
+    assert failed.last_error == "JobTimeout: job timed out after 0.3s"
+
+
+async def test_cancel_a_running_job_stops_its_handler_promptly(client: Client) -> None:
+    started = asyncio.Event()
+    stopped: list[str] = []
+
+    async def forever(payload: Any, job: RunningJob) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            stopped.append("cancelled")
+            raise
+
+    hooks = RecordingHooks()
+    job = await client.add_job("forever", max_attempts=5)
+    async with make_worker(client, {"forever": forever}, hooks=[hooks]):
+        await asyncio.wait_for(started.wait(), 5)
+        t0 = time.monotonic()
+        await client.cancel_job(job.id)
+        cancelled = await wait_for_state(client, job.id, "cancelled")
+        assert time.monotonic() - t0 < 2
+    assert stopped == ["cancelled"]
+    assert cancelled.attempts == 5  # it will never be retried
+    assert hooks.events.count("cancelled") == 1
+
+
+async def test_cancel_reaches_a_sync_handler_through_its_event(client: Client) -> None:
+    def cooperative(payload: Any, job: RunningJob) -> None:
+        if not job.cancelled.wait(30):
+            raise AssertionError("never cancelled")
+
+    job = await client.add_job("coop")
+    async with make_worker(client, {"coop": cooperative}, poll_only=True, heartbeat_interval=0.1):
+        await wait_for_state(client, job.id, "running")
+        await client.cancel_job(job.id)
+        await wait_for_state(client, job.id, "cancelled")
+
+
+@pytest.mark.parametrize("style", ["list", "sync", "async"])
+async def test_forbidden_flags(client: Client, style: str) -> None:
+    ran: list[int] = []
+
+    async def rec(payload: dict[str, int], job: RunningJob) -> None:
+        ran.append(payload["n"])
+
+    def sync_flags() -> list[str]:
+        return ["blocked"]
+
+    async def async_flags() -> list[str]:
+        return ["blocked"]
+
+    forbidden: Any = {"list": ["blocked"], "sync": sync_flags, "async": async_flags}[style]
+    await client.add_job("rec", {"n": 1}, flags=["blocked"])
+    await client.add_job("rec", {"n": 2}, flags=["other"])
+    await client.add_job("rec", {"n": 3})
+    async with make_worker(client, {"rec": rec}, forbidden_flags=forbidden) as worker:
+        await worker.drain()
+    assert sorted(ran) == [2, 3]
+
+
+async def test_paused_queue_waits_until_resumed(client: Client) -> None:
+    ran: list[str] = []
+
+    async def rec(payload: Any, job: RunningJob) -> None:
+        ran.append(job.queue_name or "")
+
+    await client.pause_queue("mail")
+    await client.add_job("rec", queue_name="mail")
+    await client.add_job("rec", queue_name="other")
+    async with make_worker(client, {"rec": rec}) as worker:
+        await worker.drain()
+        assert ran == ["other"]
+        await client.resume_queue("mail")
+        await worker.drain()
+    assert ran == ["other", "mail"]
+
+
+async def test_worker_serves_only_its_queues(client: Client) -> None:
+    ran: list[str | None] = []
+
+    async def rec(payload: Any, job: RunningJob) -> None:
+        ran.append(job.queue_name)
+
+    for queue in ("runs:1", "runs:2", "email", None):
+        await client.add_job("rec", queue_name=queue)
+    async with make_worker(client, {"rec": rec}, queues=["runs:*"]) as worker:
+        await worker.drain()
+    assert sorted(ran) == ["runs:1", "runs:2"]  # type: ignore[type-var]
+
+
+async def test_graceful_shutdown_gives_running_jobs_back_with_their_attempt(
+    client: Client,
+) -> None:
+    started = asyncio.Event()
+
+    async def long(payload: Any, job: RunningJob) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    quick_done: list[int] = []
+
+    async def quick(payload: Any, job: RunningJob) -> None:
+        await asyncio.sleep(0.2)
+        quick_done.append(job.id)
+
+    job = await client.add_job("long")
+    q = await client.add_job("quick")
+    worker = make_worker(client, {"long": long, "quick": quick})
+    await worker.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await worker.stop(timeout=1.0)
+    back = await client.get_job(job.id)
+    assert back is not None
+    assert (back.state, back.attempts, back.locked_by) == ("available", 0, None)
+    assert quick_done == [q.id]  # finished within the timeout
+    done = await client.get_job(q.id)
+    assert done is not None and done.state == "completed"
+
+
+class RecordingHooks(WorkerHooks):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def job_started(self, job: RunningJob) -> None:
+        self.events.append("started")
+
+    def job_completed(self, job: RunningJob, duration: float) -> None:
+        self.events.append("completed")
+
+    def job_retried(self, job: RunningJob, error: BaseException, retry_at: datetime) -> None:
+        self.events.append("retried")
+
+    def job_failed(self, job: RunningJob, error: BaseException) -> None:
+        self.events.append("failed")
+
+    def job_cancelled(self, job: RunningJob) -> None:
+        self.events.append("cancelled")
+
+    def jobs_rescued(self, job_ids: Any) -> None:
+        self.events.append(f"rescued:{len(job_ids)}")
+
+
+async def test_hooks_see_each_event(client: Client) -> None:
+    async def ok(payload: Any, job: RunningJob) -> None:
+        return None
+
+    async def bad(payload: Any, job: RunningJob) -> None:
+        raise ValueError("no")
+
+    hooks = RecordingHooks()
+    await client.add_job("ok")
+    await client.add_job("bad", max_attempts=2)
+    async with make_worker(
+        client,
+        {"ok": ok, "bad": Task(bad, retry=FixedBackoff(0))},
+        hooks=[hooks],
+        poll_interval=0.05,
+    ) as worker:
+        await worker.drain()
+    assert sorted(hooks.events) == sorted(
+        ["started", "completed", "started", "retried", "started", "failed"]
+    )
+
+
+async def test_a_lost_workers_late_result_is_rejected(client: Client) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def stuck(payload: Any, job: RunningJob) -> str:
+        calls.append("a")
+        release.wait(30)
+        return "late"
+
+    async def fast(payload: Any, job: RunningJob) -> str:
+        calls.append("b")
+        return "on time"
+
+    job = await client.add_job("job")
+    a = make_worker(client, {"job": stuck}, heartbeat_interval=0.1)
+    await a.start()
+    try:
+        await wait_for_state(client, job.id, "running")
+        lost_id = a.id
+        released = await client.force_unlock_workers([lost_id])
+        assert released == [job.id]
+        rescued = await client.get_job(job.id)
+        assert rescued is not None
+        assert rescued.errors[-1]["type"] == "WorkerLost"
+        await client.reschedule_jobs([job.id], run_at=datetime.now(UTC))  # skip the backoff
+        async with make_worker(client, {"job": fast}) as b:
+            done = await wait_for_state(client, job.id, "completed")
+            await b.drain()
+        release.set()  # the lost worker finishes now: too late
+        deadline = time.monotonic() + 5
+        while a.rejected_results == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert a.rejected_results == 1
+        assert a.id != lost_id  # it noticed and registered again
+        final = await client.get_job(job.id)
+        assert final is not None
+        assert (final.state, final.result) == ("completed", "on time") == (done.state, done.result)
+        assert calls == ["a", "b"]
+    finally:
+        release.set()
+        await a.stop(timeout=1)
