@@ -42,7 +42,8 @@ def test_db_lifecycle(tmp_path: Path) -> None:
         assert "running (pid" in status.stdout and url_text in status.stdout
 
         migrated = _kongflow(home, "migrate")
-        assert migrated.returncode == 0 and "applied 1 migration" in migrated.stdout
+        assert migrated.returncode == 0
+        assert "applied" in migrated.stdout
 
         assert _kongflow(home, "db", "stop").stdout.strip() == "stopped"
         assert "not running" in _kongflow(home, "db", "status").stdout

@@ -13,6 +13,8 @@ import pytest
 from kongflow import Client
 from kongflow.queue.migrate import ENGINE_COMPONENT, MigrationError, load_migrations, render
 
+ENGINE_MIGRATIONS = load_migrations(*ENGINE_COMPONENT)
+
 
 def _versions(database_url: str, schema: str) -> list[tuple[str, int]]:
     with psycopg.connect(database_url) as conn:
@@ -38,7 +40,7 @@ async def test_migrating_twice_changes_nothing(database_url: str, schema: str) -
         await client.migrate()
         await client.migrate()
     versions = _versions(database_url, schema)
-    assert versions == [("queue", m.version) for m in load_migrations(*ENGINE_COMPONENT)]
+    assert versions == [("queue", m.version) for m in ENGINE_MIGRATIONS]
 
 
 def test_concurrent_migrations_from_several_processes(database_url: str, schema: str) -> None:
@@ -55,9 +57,10 @@ def test_concurrent_migrations_from_several_processes(database_url: str, schema:
     ]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
-    assert sum("applied 1 migration" in out for out in outputs) == 1, outputs
+    applied = f"applied {len(ENGINE_MIGRATIONS)} migration"
+    assert sum(applied in out for out in outputs) == 1, outputs
     assert sum("up to date" in out for out in outputs) == 3, outputs
-    assert _versions(database_url, schema) == [("queue", 1)]
+    assert _versions(database_url, schema) == [("queue", m.version) for m in ENGINE_MIGRATIONS]
 
 
 def test_a_newer_database_is_refused(database_url: str, schema: str) -> None:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import psycopg
 import typer
@@ -11,6 +17,7 @@ from rich.console import Console
 
 from kongflow import embedded
 from kongflow.queue.migrate import MigrationError, migrate
+from kongflow.queue.worker import Worker
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
 app = typer.Typer(help="kongflow: durable background jobs on PostgreSQL.", no_args_is_help=True)
@@ -123,3 +130,106 @@ def db_status() -> None:
 def db_url() -> None:
     """Print the embedded PostgreSQL's URL, starting it if needed; it keeps running."""
     typer.echo(_start_embedded())
+
+
+def load_tasks(spec: str) -> Mapping[str, Any]:
+    """`package.module[:attribute]` (default attribute `tasks`) -> {identifier: handler}."""
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "tasks"
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn: modules of the project at hand
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _fail(f"cannot import {module_name!r} for --tasks: {exc}") from exc
+    tasks = getattr(module, attribute, None)
+    if not isinstance(tasks, Mapping):
+        raise _fail(
+            f"{module_name}:{attribute} must be a mapping of task identifiers to handlers, "
+            f"got {type(tasks).__name__}"
+        )
+    return tasks
+
+
+def _parse_limits(values: list[str]) -> dict[str, int]:
+    limits = {}
+    for value in values:
+        name, _, limit = value.rpartition("=")
+        if not name or not limit.isdigit() or int(limit) < 1:
+            raise _fail(f"--queue-limit takes NAME=N with N >= 1 (e.g. 'runs:*=1'), got {value!r}")
+        limits[name] = int(limit)
+    return limits
+
+
+@app.command()
+def worker(
+    tasks: Annotated[
+        str, typer.Option(help="Handlers: package.module[:attribute], a mapping {task: handler}.")
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 10,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="Serve only this queue (name or pattern); repeatable."),
+    ] = None,
+    queue_limit: Annotated[
+        list[str] | None,
+        typer.Option(help="Global limit for a queue, NAME=N (pattern allowed); repeatable."),
+    ] = None,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls.")] = 1.0,
+    poll_only: Annotated[
+        bool, typer.Option(help="No LISTEN/NOTIFY (behind a transaction-mode pooler).")
+    ] = False,
+    lease: Annotated[
+        float, typer.Option(min=0.1, help="Seconds without heartbeat before jobs are rescued.")
+    ] = 30.0,
+    shutdown_timeout: Annotated[
+        float, typer.Option(help="Seconds running jobs get to finish on SIGTERM/SIGINT.")
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    database_url: DatabaseUrl = None,
+    schema: Schema = DEFAULT_SCHEMA,
+) -> None:
+    """Run a worker until SIGTERM or SIGINT, then shut down gracefully."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    handlers = load_tasks(tasks)
+    try:
+        the_worker = Worker(
+            _connect_url(database_url),
+            handlers,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            queues=queues or None,
+            queue_limits=_parse_limits(queue_limit or []),
+            schema=validate_schema(schema),
+            poll_only=poll_only,
+            lease=lease,
+        )
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        asyncio.run(_run_worker(the_worker, shutdown_timeout))
+    except (psycopg.OperationalError, OSError) as exc:
+        raise _fail(f"the worker could not reach PostgreSQL: {exc}") from exc
+
+
+async def _run_worker(the_worker: Worker, shutdown_timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signalled.set)
+    await the_worker.start()
+    err.print(f"worker {the_worker.id} running {len(the_worker.tasks)} task(s); Ctrl-C stops it")
+    on_signal = asyncio.ensure_future(signalled.wait())
+    on_stop = asyncio.ensure_future(the_worker.wait_stopped())
+    await asyncio.wait({on_signal, on_stop}, return_when=asyncio.FIRST_COMPLETED)
+    if on_signal.done():
+        err.print(f"stopping: running jobs get {shutdown_timeout:g}s to finish (again to force)")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: os._exit(130))
+        await the_worker.stop(timeout=shutdown_timeout)
+    on_signal.cancel()
+    await on_stop
+    if the_worker.failure is not None:
+        raise _fail(f"the worker stopped after an internal error: {the_worker.failure!r}")

@@ -63,13 +63,15 @@ def stop(pgdata: Path | None = None, timeout: float = 30.0) -> bool:
 
 
 def _get_server(pgdata: Path, cleanup_mode: str | None) -> Any:
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    pgdata.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver copes.
         warnings.simplefilter("ignore")
-        from pgserver.postgres_server import get_server
+        from pgserver.postgres_server import PostgresServer
 
-        return get_server(pgdata, cleanup_mode=cleanup_mode)
+        # Not pgserver.get_server(): it caches a handle per process, which would not notice a
+        # server stopped since; a new handle attaches to a running server or starts one.
+        return PostgresServer(pgdata.resolve(), cleanup_mode=cleanup_mode)
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:

@@ -12,8 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger("kongflow.worker")
 
@@ -58,7 +57,7 @@ class Completer:
             batch = self._pending[:MAX_BATCH]
             try:
                 await self._write(batch)
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except Exception as exc:  # kept and retried: results are never dropped
                 self._on_error(exc, "writing job results (will retry)")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -128,6 +128,8 @@ class Worker:
         self._stopped = asyncio.Event()
         self._services: list[asyncio.Task[None]] = []
         self._completer: Completer | None = None
+        self.failure: BaseException | None = None  # why the worker stopped on its own, if it did
+        self._stopper: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -185,6 +187,10 @@ class Worker:
     async def run(self) -> None:
         """Start, and return once stopped (by `stop()`, e.g. from a signal handler)."""
         await self.start()
+        await self.wait_stopped()
+
+    async def wait_stopped(self) -> None:
+        """Return once the worker has stopped (see `failure` for whether it chose to)."""
         await self._stopped.wait()
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -274,7 +280,7 @@ class Worker:
                 except WorkerLost:
                     await self._register_again()
                     continue
-                except _DB_ERRORS as exc:
+                except Exception as exc:  # the database, or a forbidden_flags callable
                     self._report_error(exc, "claiming jobs (retrying)")
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
@@ -294,8 +300,10 @@ class Worker:
             async with self._pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
                 await cur.execute(self._sql.claim_jobs, params)
                 return [RunningJob.of(job) for job in await cur.fetchall()]
-        except psycopg.errors.lookup("KF001") as exc:
-            raise WorkerLost(str(exc)) from exc
+        except psycopg.Error as exc:
+            if exc.sqlstate == "KF001":
+                raise WorkerLost(str(exc)) from exc
+            raise
 
     async def _forbidden(self) -> list[str] | None:
         source = self._forbidden_flags
@@ -453,7 +461,7 @@ class Worker:
                     cur = await conn.execute(self._sql.cancel_requests, (self.id,))
                     for (job_id,) in await cur.fetchall():
                         self._cancel(job_id, "cancelled")
-            except _DB_ERRORS as exc:
+            except Exception as exc:
                 self._report_error(exc, "heartbeat (retrying)")
 
     async def _rescue(self) -> None:
@@ -463,7 +471,7 @@ class Worker:
                 row = await self._fetchone(
                     self._sql.rescue_stale_jobs, (timedelta(seconds=self.lease),)
                 )
-            except _DB_ERRORS as exc:
+            except Exception as exc:
                 self._report_error(exc, "rescuing jobs of lost workers (retrying)")
                 continue
             if row and row[0]:
@@ -479,11 +487,16 @@ class Worker:
         self._services.append(task)
 
     def _service_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
-            assert error is not None
-            log.error("worker %s: %s crashed", self.id, task.get_name(), exc_info=error)
-            self._report_error(error, f"{task.get_name()} crashed")
+        """The services retry what can fail; should one die all the same, stop the worker rather
+        than linger half-alive (its jobs are given back, or rescued after the lease)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        assert error is not None
+        log.critical("worker %s: %s died; stopping", self.id, task.get_name(), exc_info=error)
+        self._report_error(error, f"{task.get_name()} died")
+        self.failure = error
+        self._stopper = asyncio.ensure_future(self.stop(timeout=5))
 
     def _report_error(self, error: BaseException, context: str) -> None:
         log.warning("worker %s: %s: %s", self.id, context, error)
