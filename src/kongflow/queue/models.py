@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from kongflow.queue.errors import InvalidJobError
 
@@ -45,8 +45,8 @@ class Job:
     result: Any
 
     @classmethod
-    def from_row(cls, **row: Any) -> Job:
-        row["flags"] = sorted(row["flags"] or ())
+    def from_row(cls, **row: Any) -> Self:
+        row["flags"] = sorted(row["flags"]) if row["flags"] else []
         row["errors"] = row["errors"] or []
         return cls(**row)
 

@@ -7,7 +7,7 @@ import math
 import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kongflow.queue.models import Job
@@ -21,10 +21,6 @@ class RunningJob(Job):
     handler is also cancelled directly; a plain (threaded) handler should check `cancelled`."""
 
     cancelled: threading.Event = field(default_factory=threading.Event, compare=False)
-
-    @classmethod
-    def of(cls, job: Job) -> RunningJob:
-        return cls(**{f.name: getattr(job, f.name) for f in fields(Job)})
 
 
 Handler = Callable[[Any, RunningJob], Awaitable[Any]] | Callable[[Any, RunningJob], Any]

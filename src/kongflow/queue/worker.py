@@ -34,7 +34,6 @@ from kongflow.queue.errors import JobTimeout, PermanentFailure, Snooze, WorkerLo
 from kongflow.queue.hooks import HookSet, WorkerHooks
 from kongflow.queue.listener import listen
 from kongflow.queue.migrate import channels, migrate
-from kongflow.queue.models import Job
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
@@ -48,7 +47,7 @@ ForbiddenFlags = (
 )
 _DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
 _MAX_TRACEBACK = 8000
-_job_row = kwargs_row(Job.from_row)
+_running_job_row = kwargs_row(RunningJob.from_row)
 
 
 def queue_patterns(queues: Sequence[str] | None) -> list[str] | None:
@@ -297,9 +296,13 @@ class Worker:
         assert self._pool is not None
         params = (self.id, limit, self._task_names, self._queues, await self._forbidden())
         try:
-            async with self._pool.connection() as conn, conn.cursor(row_factory=_job_row) as cur:
+            async with (
+                self._pool.connection() as conn,
+                conn.cursor(row_factory=_running_job_row) as cur,
+            ):
                 await cur.execute(self._sql.claim_jobs, params)
-                return [RunningJob.of(job) for job in await cur.fetchall()]
+                jobs: list[RunningJob] = await cur.fetchall()
+                return jobs
         except psycopg.Error as exc:
             if exc.sqlstate == "KF001":
                 raise WorkerLost(str(exc)) from exc

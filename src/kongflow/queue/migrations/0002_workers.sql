@@ -24,10 +24,17 @@ $$;
 
 -- Claims up to p_limit ready jobs for a worker, in (priority, run_at, id) order, within the limits
 -- of their queues.
+--
+-- The plan must walk the ready indexes in order and stop at the limit. Right after a bulk enqueue
+-- the statistics still say the table is small, and the planner would rather read every ready job
+-- and sort them (milliseconds instead of microseconds), so those plans are ruled out here.
 create function :SCHEMA._claim_jobs(
   p_worker text, p_limit int, p_tasks text[], p_queues text[], p_forbidden_flags text[]
 ) returns setof :SCHEMA.jobs
-language plpgsql volatile as $$
+language plpgsql volatile
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
 declare
   v_queue_ids int[];
 begin
@@ -112,7 +119,9 @@ $$;
 --   failed_permanently: never retried; snoozed: retry at run_at, the attempt given back;
 --   returned: given back at shutdown, ready at once, the attempt given back.
 create function :SCHEMA._settle_jobs(p_worker text, p_outcomes jsonb) returns bigint[]
-language plpgsql volatile as $$
+language plpgsql volatile
+set enable_seqscan = off  -- find the jobs by id even when the statistics are stale (see above)
+as $$
 declare
   v_finished bigint[];
   v_moved bigint[];
