@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import os
 import signal
@@ -14,16 +15,21 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from kongflow import embedded
 from kongflow.queue.migrate import MigrationError, migrate
 from kongflow.queue.worker import Worker
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+from kongflow.workerqueue.catalog import TRIGGER_CATALOG
+from kongflow.workerqueue.email import SmtpSettings, email_handler
+from kongflow.workerqueue.task import TypedHandler
 
 app = typer.Typer(help="kongflow: durable background jobs on PostgreSQL.", no_args_is_help=True)
 db_app = typer.Typer(help="Manage the embedded PostgreSQL (used when DATABASE_URL is unset).")
 app.add_typer(db_app, name="db")
-console = Console(soft_wrap=True)
+# Wide enough for tables when piped (rich assumes 80 columns off a terminal).
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 DatabaseUrl = Annotated[
@@ -233,3 +239,48 @@ async def _run_worker(the_worker: Worker, shutdown_timeout: float) -> None:
     await on_stop
     if the_worker.failure is not None:
         raise _fail(f"the worker stopped after an internal error: {the_worker.failure!r}")
+
+
+def catalog_handlers() -> dict[str, TypedHandler]:
+    """The handlers this installation registers for trigger.dev's catalog."""
+    handlers: dict[str, TypedHandler] = {}
+    if os.environ.get("KONGFLOW_SMTP_URL"):
+        handlers["scheduleEmail"] = email_handler(SmtpSettings.from_env())
+    return handlers
+
+
+@app.command()
+def tasks(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List trigger.dev's task catalog: queue, priority, attempts, timeout, handler."""
+    handlers = catalog_handlers()
+    rows = [
+        {
+            "identifier": identifier,
+            "queue": definition.describe_queue(),
+            "priority": definition.priority if definition.priority is not None else 0,
+            "max_attempts": definition.max_attempts or 25,
+            "timeout": definition.timeout,
+            "handler": identifier in handlers,
+        }
+        for identifier, definition in TRIGGER_CATALOG.items()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="task catalog")
+    for column in ("identifier", "queue", "priority", "max attempts", "timeout", "handler"):
+        table.add_column(
+            column, justify="right" if column in ("priority", "max attempts") else "left"
+        )
+    for row in rows:
+        table.add_row(
+            str(row["identifier"]),
+            str(row["queue"] or "-"),
+            str(row["priority"]),
+            str(row["max_attempts"]),
+            f"{row['timeout']:g}s" if row["timeout"] else "-",
+            "yes" if row["handler"] else "[dim]no[/dim]",
+        )
+    console.print(table)

@@ -62,6 +62,10 @@ class Client:
         self._sql = engine_sql(self.schema)
 
     @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    @property
     def pool(self) -> AsyncConnectionPool[Any]:
         if self._pool is None:
             raise RuntimeError("the client is not open: use `async with Client(...)` or open()")

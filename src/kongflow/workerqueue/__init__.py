@@ -1,0 +1,19 @@
+"""The worker queue service: typed tasks over the engine, and trigger.dev's v2 catalog."""
+
+from kongflow.workerqueue.queue import Catalog, Transaction, WorkerQueue
+from kongflow.workerqueue.task import (
+    InvalidPayloadError,
+    NoHandlerError,
+    TaskDefinition,
+    UnknownTaskError,
+)
+
+__all__ = [
+    "Catalog",
+    "InvalidPayloadError",
+    "NoHandlerError",
+    "TaskDefinition",
+    "Transaction",
+    "UnknownTaskError",
+    "WorkerQueue",
+]
