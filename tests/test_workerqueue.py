@@ -126,10 +126,12 @@ async def test_transaction_commits_business_writes_and_jobs_together(
             raise Boom
 
     # with a connection the caller already holds
-    async with await psycopg.AsyncConnection.connect(database_url) as own:
-        async with wq.transaction(own) as tx:
-            await tx.conn.execute(f'insert into "{client.schema}".orders values (3)')  # type: ignore[arg-type]
-            await tx.enqueue("charge", {"order_id": 3, "email": "a@b.c"})
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as own,
+        wq.transaction(own) as tx,
+    ):
+        await tx.conn.execute(f'insert into "{client.schema}".orders values (3)')  # type: ignore[arg-type]
+        await tx.enqueue("charge", {"order_id": 3, "email": "a@b.c"})
 
     async with client.pool.connection() as conn:
         cur = await conn.execute(f'select array_agg(id order by id) from "{client.schema}".orders')  # type: ignore[arg-type]
