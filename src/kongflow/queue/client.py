@@ -19,6 +19,7 @@ from psycopg.rows import kwargs_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
+from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import migrate
 from kongflow.queue.models import (
     Job,
@@ -52,6 +53,7 @@ class Client:
         pool: AsyncConnectionPool[Any] | None = None,
         max_connections: int = 10,
         migrate: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         self.schema = validate_schema(schema)
         self._database_url = database_url
@@ -59,6 +61,7 @@ class Client:
         self._owns_pool = pool is None
         self._max_connections = max_connections
         self._migrate = migrate
+        self._metrics = metrics
         self._sql = engine_sql(self.schema)
 
     @property
@@ -126,6 +129,8 @@ class Client:
         ).validated()
         params["job_key_mode"] = check_job_key_mode(job_key_mode)
         (job,) = await self._fetch(self._sql.add_job, params, conn)
+        if self._metrics is not None:
+            self._metrics.record_enqueued([job])
         return job
 
     async def add_jobs(
@@ -150,7 +155,10 @@ class Client:
             for index, spec in enumerate(specs):  # name the culprit
                 encode_payload(spec.payload, f"specs[{index}].")
             raise
-        return await self._fetch(self._sql.add_jobs, (document, job_key_preserve_run_at), conn)
+        jobs = await self._fetch(self._sql.add_jobs, (document, job_key_preserve_run_at), conn)
+        if self._metrics is not None:
+            self._metrics.record_enqueued(jobs)
+        return jobs
 
     async def remove_job(self, job_key: str, *, conn: AnyConnection | None = None) -> Job | None:
         """Delete the job with this key if it is not running; a running one loses its key and

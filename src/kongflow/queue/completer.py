@@ -24,11 +24,13 @@ class Completer:
         self,
         pool: AsyncConnectionPool[Any],
         settle_sql: str,
+        keep_completed: bool,
         on_written: Callable[[], None],
         on_error: Callable[[BaseException, str], None],
     ) -> None:
         self._pool = pool
         self._sql = settle_sql
+        self._keep_completed = keep_completed
         self._on_written = on_written
         self._on_error = on_error
         self._pending: list[tuple[str, dict[str, Any]]] = []
@@ -75,7 +77,10 @@ class Completer:
             by_worker[worker_id].append(outcome)
         async with self._pool.connection() as conn:
             for worker_id, outcomes in by_worker.items():
-                cur = await conn.execute(self._sql, (worker_id, json.dumps(outcomes, default=str)))
+                cur = await conn.execute(
+                    self._sql,
+                    (worker_id, json.dumps(outcomes, default=str), self._keep_completed),
+                )
                 row = await cur.fetchone()
                 accepted = set(row[0]) if row else set()
                 for outcome in outcomes:

@@ -18,6 +18,7 @@ class EngineSQL:
     permanently_fail_jobs: str
     reschedule_jobs: str
     get_job: str
+    get_job_any: str
     cancel_job: str
     register_worker: str
     heartbeat: str
@@ -31,6 +32,13 @@ class EngineSQL:
     set_queue_limits: str
     pause_queue: str
     resume_queue: str
+    register_crontabs: str
+    schedule_cron: str
+    acquire_lease: str
+    release_lease: str
+    cleanup_jobs: str
+    gc_job_queues: str
+    queue_stats: str
 
 
 @cache
@@ -58,6 +66,7 @@ def engine_sql(schema: str) -> EngineSQL:
             " %(priority)s::int, %(attempts)s::int, %(max_attempts)s::int)"
         ),
         get_job=f"select * from {s}._all_jobs where id = %s",
+        get_job_any=f"select * from {s}._all_jobs where id = any(%s::bigint[])",
         cancel_job=f"select * from {s}.cancel_job(%s) where id is not null",
         register_worker=(
             f"insert into {s}._workers (id, hostname, pid, tasks, concurrency)"
@@ -66,7 +75,7 @@ def engine_sql(schema: str) -> EngineSQL:
         heartbeat=f"update {s}._workers set heartbeat_at = now() where id = %s",
         deregister_worker=f"delete from {s}._workers where id = %s",
         claim_jobs=f"select * from {s}._claim_jobs(%s, %s, %s, %s, %s)",
-        settle_jobs=f"select {s}._settle_jobs(%s, %s::jsonb)",
+        settle_jobs=f"select {s}._settle_jobs(%s, %s::jsonb, %s)",
         cancel_requests=(
             f"select id from {s}._jobs where locked_by = %s and cancel_requested_at is not null"
         ),
@@ -82,4 +91,11 @@ def engine_sql(schema: str) -> EngineSQL:
         set_queue_limits=f"select {s}.set_queue_limits(%s::jsonb)",
         pause_queue=f"select {s}.pause_queue(%s)",
         resume_queue=f"select {s}.resume_queue(%s)",
+        register_crontabs=f"select * from {s}._register_crontabs(%s::text[], %s)",
+        schedule_cron=f"select {s}._schedule_cron(%s::jsonb)",
+        acquire_lease=f"select {s}._acquire_lease(%s, %s, %s::interval)",
+        release_lease=f"select {s}._release_lease(%s, %s)",
+        cleanup_jobs=f"select * from {s}.cleanup_jobs(%s::interval, %s::interval, %s)",
+        gc_job_queues=f"select {s}.gc_job_queues()",
+        queue_stats=f"select * from {s}.queue_stats order by queue_name nulls first",
     )

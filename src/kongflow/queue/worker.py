@@ -18,7 +18,7 @@ import secrets
 import socket
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -30,9 +30,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from kongflow import embedded
 from kongflow.queue.completer import Completer
+from kongflow.queue.cron import CronItem, CronScheduler, as_cron_items
 from kongflow.queue.errors import JobTimeout, PermanentFailure, Snooze, WorkerLost
 from kongflow.queue.hooks import HookSet, WorkerHooks
 from kongflow.queue.listener import listen
+from kongflow.queue.maintenance import LEASE_NAME, Maintenance, MaintenanceOptions, QueueReporter
+from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import channels, migrate
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
@@ -46,6 +49,7 @@ ForbiddenFlags = (
     | Callable[[], Awaitable[Sequence[str] | None]]
 )
 _DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
+DEFAULT_MAINTENANCE = MaintenanceOptions()
 _MAX_TRACEBACK = 8000
 _running_job_row = kwargs_row(RunningJob.from_row)
 
@@ -71,6 +75,10 @@ class Worker:
       asked before each claim.
     - `poll_only`: no LISTEN (for transaction-mode poolers): look for work every `poll_interval`.
     - `lease`: a worker silent for longer is presumed dead and its jobs are released.
+    - `crontab`: recurring jobs (graphile-worker's crontab text, or CronItems).
+    - `maintenance`: retention and cleanup settings for when this worker is the elected leader
+      (None: never lead). `queue_reporters` receive per-queue figures periodically.
+    - `metrics`: Prometheus metrics fed by this worker.
     """
 
     def __init__(
@@ -88,6 +96,10 @@ class Worker:
         lease: float = 30.0,
         heartbeat_interval: float | None = None,
         hooks: Sequence[WorkerHooks] = (),
+        crontab: str | Iterable[CronItem] | None = None,
+        maintenance: MaintenanceOptions | None = DEFAULT_MAINTENANCE,
+        queue_reporters: Sequence[QueueReporter] = (),
+        metrics: Metrics | None = None,
         migrate: bool = True,
     ) -> None:
         if concurrency < 1:
@@ -114,6 +126,14 @@ class Worker:
         self._owns_pool = self._pool is None
         self._migrate = migrate
         self._sql = engine_sql(self.schema)
+        self.cron_items = as_cron_items(crontab)
+        self.metrics = metrics
+        self._maintenance_options = maintenance
+        reporters = list(queue_reporters)
+        if metrics is not None:
+            hooks = [*hooks, metrics]
+            reporters.append(metrics.report_queues)
+        self._queue_reporters = reporters
         self._hooks = HookSet(hooks)
         self._task_names = sorted(self.tasks)
         self.id = self._new_id()
@@ -127,6 +147,8 @@ class Worker:
         self._stopped = asyncio.Event()
         self._services: list[asyncio.Task[None]] = []
         self._completer: Completer | None = None
+        self.maintenance: Maintenance | None = None
+        self.cron: CronScheduler | None = None
         self.failure: BaseException | None = None  # why the worker stopped on its own, if it did
         self._stopper: asyncio.Future[None] | None = None
 
@@ -149,8 +171,12 @@ class Worker:
         if self._queue_limits:
             await self._execute(self._sql.set_queue_limits, (json.dumps(self._queue_limits),))
         await self._register()
+        keep_completed = (
+            self._maintenance_options is None
+            or self._maintenance_options.completed_retention > timedelta(0)
+        )
         self._completer = Completer(
-            self._pool, self._sql.settle_jobs, self._wake, self._report_error
+            self._pool, self._sql.settle_jobs, keep_completed, self._wake, self._report_error
         )
         if not self.poll_only:
             # Listen before claiming, so no cancellation or wake-up is missed after start().
@@ -175,7 +201,25 @@ class Worker:
         self._spawn(self._completer.run(), "completer")
         self._spawn(self._produce(), "producer")
         self._spawn(self._heartbeat(), "heartbeat")
-        self._spawn(self._rescue(), "rescuer")
+        self.maintenance = Maintenance(
+            self._pool,
+            self._sql,
+            lambda: self.id,
+            self.lease,
+            self._maintenance_options or DEFAULT_MAINTENANCE,
+            self._hooks,
+            self._queue_reporters,
+            self.metrics.record_rescued if self.metrics else None,
+            lead=self._maintenance_options is not None,
+        )
+        self._spawn(self.maintenance.run(), "maintenance")
+        if self.cron_items:
+            unhandled = sorted({i.task for i in self.cron_items} - set(self.tasks))
+            if unhandled:
+                log.warning("crontab tasks with no handler in this worker: %s", unhandled)
+            self.cron = CronScheduler(self._pool, self._sql, self.cron_items)
+            await self.cron.start()
+            self._spawn(self._run_cron(self.cron), "cron")
         log.info(
             "worker %s started: %d task(s), concurrency %d",
             self.id,
@@ -216,6 +260,7 @@ class Worker:
         await asyncio.gather(*self._services, return_exceptions=True)
         if flushed:
             try:
+                await self._execute(self._sql.release_lease, (LEASE_NAME, self.id))
                 await self._execute(self._sql.deregister_worker, (self.id,))
             except _DB_ERRORS as exc:
                 self._report_error(exc, "deregistering (the lease will expire instead)")
@@ -467,19 +512,13 @@ class Worker:
             except Exception as exc:
                 self._report_error(exc, "heartbeat (retrying)")
 
-    async def _rescue(self) -> None:
+    async def _run_cron(self, cron: CronScheduler) -> None:
         while True:
-            await asyncio.sleep(self.lease / 2)
+            await asyncio.sleep(cron.seconds_to_next_minute() + 0.001)
             try:
-                row = await self._fetchone(
-                    self._sql.rescue_stale_jobs, (timedelta(seconds=self.lease),)
-                )
+                await cron.run_due()
             except Exception as exc:
-                self._report_error(exc, "rescuing jobs of lost workers (retrying)")
-                continue
-            if row and row[0]:
-                log.warning("released %d job(s) of lost workers: %s", len(row[0]), row[0])
-                self._hooks.emit("jobs_rescued", list(row[0]))
+                self._report_error(exc, "scheduling cron jobs (retrying next minute)")
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -110,7 +110,8 @@ language sql immutable as $$
     from (select coalesce(p_errors, '[]') || p_error as e) x
 $$;
 
--- Records what a worker's jobs came to, in one batch. Only jobs still locked by that worker are
+-- Records what a worker's jobs came to, in one batch. Completed jobs are kept in _finished_jobs
+-- for the retention window, or dropped at once when p_keep_completed is false. Only jobs still locked by that worker are
 -- touched: a result from a worker that lost its jobs is rejected. Returns the accepted ids.
 --
 -- p_outcomes: [{id, outcome, run_at?, error?, result?}], outcome one of
@@ -118,7 +119,9 @@ $$;
 --   failed: the attempt failed, retry at run_at (or never once attempts = max_attempts);
 --   failed_permanently: never retried; snoozed: retry at run_at, the attempt given back;
 --   returned: given back at shutdown, ready at once, the attempt given back.
-create function :SCHEMA._settle_jobs(p_worker text, p_outcomes jsonb) returns bigint[]
+create function :SCHEMA._settle_jobs(
+  p_worker text, p_outcomes jsonb, p_keep_completed boolean default true
+) returns bigint[]
 language plpgsql volatile
 set enable_seqscan = off  -- find the jobs by id even when the statistics are stale (see above)
 as $$
@@ -149,9 +152,11 @@ begin
       d.result::json, d.created_at
     from done d
     left join :SCHEMA._job_queues q on q.id = d.queue_id
+    where p_keep_completed or d.final_state <> 'completed'
     returning id
   )
-  select coalesce(array_agg(id), '{}') into v_finished from archived;
+  select coalesce(array_agg(id), '{}') into v_finished
+    from (select a.id from archived a union select d.id from done d) ids;
 
   with o as (
     select (x ->> 'id')::bigint as id, x ->> 'outcome' as outcome,

@@ -1,0 +1,156 @@
+"""Maintenance run by one elected leader among the workers: rescue of jobs held by lost workers,
+retention cleanup, and garbage collection of empty queues. Leadership is a lease in the database;
+when the leader dies its lease runs out and another worker takes over.
+
+Every worker (leader or not) also reports queue figures to its reporters (metrics, callbacks)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from kongflow.queue.hooks import HookSet
+
+log = logging.getLogger("kongflow.maintenance")
+
+QueueReporter = Callable[[list[dict[str, Any]]], Awaitable[None] | None]
+LEASE_NAME = "maintenance"
+
+
+@dataclass(frozen=True)
+class MaintenanceOptions:
+    """Retention of completed and cancelled jobs (0 = not kept at all) and of permanently failed
+    ones; how often cleanup runs and how many rows one pass deletes (ZodWorker's cleanup ttl,
+    maxCount and schedule); how often queues are reported."""
+
+    completed_retention: timedelta = timedelta(hours=1)
+    failed_retention: timedelta = timedelta(days=7)
+    cleanup_interval: float = 60.0
+    cleanup_batch: int = 1000
+    report_interval: float = 15.0
+
+
+class Maintenance:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        sql: Any,
+        worker_id: Callable[[], str],
+        lease: float,
+        options: MaintenanceOptions,
+        hooks: HookSet,
+        reporters: Sequence[QueueReporter] = (),
+        on_rescued: Callable[[list[tuple[str, str | None]]], None] | None = None,
+        *,
+        lead: bool = True,
+    ) -> None:
+        self._pool = pool
+        self._sql = sql
+        self._worker_id = worker_id
+        self._lease = lease
+        self.options = options
+        self._hooks = hooks
+        self._reporters = list(reporters)
+        self._on_rescued = on_rescued
+        self._lead = lead
+        self.is_leader = False
+        self._last: dict[str, float] = {}
+
+    async def run(self) -> None:
+        """Runs until cancelled; errors are reported and retried on the next turn."""
+        step = min(self._lease / 3, 5.0)
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:
+                self._hooks.emit("error", exc, "maintenance (retrying)")
+                log.warning("maintenance: %s", exc)
+            await asyncio.sleep(step)
+
+    async def run_once(self) -> None:
+        self.is_leader = self._lead and await self._acquire()
+        if self.is_leader:
+            if self._due("rescue", self._lease / 2):
+                await self.rescue()
+            if self._due("cleanup", self.options.cleanup_interval):
+                await self.cleanup()
+        if self._reporters and self._due("report", self.options.report_interval):
+            await self.report()
+
+    async def _acquire(self) -> bool:
+        row = await self._fetchone(
+            self._sql.acquire_lease, (LEASE_NAME, self._worker_id(), timedelta(seconds=self._lease))
+        )
+        leader = bool(row and row[0])
+        if leader and not self.is_leader:
+            log.info("worker %s is now the maintenance leader", self._worker_id())
+        return leader
+
+    def _due(self, chore: str, interval: float) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(chore, float("-inf")) < interval:
+            return False
+        self._last[chore] = now
+        return True
+
+    async def rescue(self) -> list[int]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._sql.rescue_stale_jobs, (timedelta(seconds=self._lease),))
+            row = await cur.fetchone()
+            ids = list(row[0]) if row and row[0] else []
+            if ids:
+                cur = await conn.execute(
+                    f"select task_identifier, queue_name from ({self._sql.get_job_any}) j",
+                    (ids,),
+                )
+                rescued = [(r[0], r[1]) for r in await cur.fetchall()]
+                log.warning("released %d job(s) of lost workers: %s", len(ids), ids)
+                self._hooks.emit("jobs_rescued", ids)
+                if self._on_rescued:
+                    self._on_rescued(rescued)
+        return ids
+
+    async def cleanup(self) -> tuple[int, int]:
+        """Delete what is past retention, in batches; then collect empty queues."""
+        finished = failed = 0
+        while True:
+            row = await self._fetchone(
+                self._sql.cleanup_jobs,
+                (
+                    self.options.completed_retention,
+                    self.options.failed_retention,
+                    self.options.cleanup_batch,
+                ),
+            )
+            assert row is not None
+            finished += row[0]
+            failed += row[1]
+            if max(row[0], row[1]) < self.options.cleanup_batch:
+                break
+        await self._fetchone(self._sql.gc_job_queues, ())
+        if finished or failed:
+            log.info("cleanup: deleted %d finished and %d failed job(s)", finished, failed)
+        return finished, failed
+
+    async def report(self) -> None:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(self._sql.queue_stats)
+            stats = await cur.fetchall()
+        for reporter in self._reporters:
+            result = reporter(stats)
+            if inspect.isawaitable(result):
+                await result
+
+    async def _fetchone(self, query: str, params: Any) -> Any:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
