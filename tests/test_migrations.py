@@ -67,8 +67,8 @@ def test_a_newer_database_is_refused(database_url: str, schema: str) -> None:
     asyncio.run(_open_client(database_url, schema))
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            f'insert into "{schema}".migrations (component, version, name)'  # type: ignore[arg-type]
-            " values ('queue', 99, 'future')"
+            f'insert into "{schema}".migrations (component, version, name, checksum)'  # type: ignore[arg-type]
+            " values ('queue', 99, 'future', 'x')"
         )
     with pytest.raises(MigrationError, match="upgrade kongflow"):
         asyncio.run(_open_client(database_url, schema))
@@ -83,3 +83,13 @@ def test_a_newer_database_is_refused(database_url: str, schema: str) -> None:
 async def _open_client(database_url: str, schema: str) -> None:
     async with Client(database_url, schema=schema):
         pass
+
+
+def test_a_changed_applied_migration_is_refused(database_url: str, schema: str) -> None:
+    asyncio.run(_open_client(database_url, schema))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            f"update \"{schema}\".migrations set checksum = 'edited' where version = 1"  # type: ignore[arg-type]
+        )
+    with pytest.raises(MigrationError, match="must never change"):
+        asyncio.run(_open_client(database_url, schema))

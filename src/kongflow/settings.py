@@ -10,14 +10,16 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_SCHEMA = "kongflow"
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# 48 leaves room for NOTIFY channel names ("<schema>:cancel") within PostgreSQL's 63 bytes.
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
 def validate_schema(name: str) -> str:
     """Schema names are spliced into DDL, so only plain lower-case identifiers are accepted."""
     if not _SCHEMA_NAME.match(name):
         raise ValueError(
-            f"schema must be a lower-case SQL identifier (letters, digits, _), got {name!r}"
+            "schema must be a lower-case SQL identifier of at most 48 letters, digits or _,"
+            f" got {name!r}"
         )
     return name
 

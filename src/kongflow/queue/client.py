@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
-from psycopg.rows import kwargs_row, tuple_row
+from psycopg.rows import dict_row, kwargs_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
@@ -210,6 +210,36 @@ class Client:
         """Cancel a job: at once if it is not running, else its worker is asked to stop it and
         it will not be retried. Returns the job, or None if there is no such job."""
         return _first(await self._fetch(self._sql.cancel_job, (job_id,), conn))
+
+    async def retry_job(self, job_id: int, *, conn: AnyConnection | None = None) -> Job | None:
+        """Run a job that is not running now; a permanently failed one gets one more attempt.
+        Returns None when there is no such job waiting (running, finished or unknown)."""
+        job = _first(await self._fetch(self._sql.retry_job, (job_id,), conn))
+        return job if job is not None and job.state != "running" else None
+
+    async def delete_jobs(
+        self, job_ids: Sequence[int], *, conn: AnyConnection | None = None
+    ) -> list[int]:
+        """Delete jobs that are not running (finished ones too); returns the deleted ids."""
+        (row,) = await self._rows(self._sql.delete_jobs, (_ids(job_ids),), conn)
+        return list(row[0])
+
+    async def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        conn: AnyConnection | None = None,
+    ) -> list[Job]:
+        """Newest first, in any state (finished jobs while retained)."""
+        params = {"state": state, "task": task, "queue": queue, "limit": limit}
+        return await self._fetch(self._sql.list_jobs, params, conn)
+
+    async def queue_stats(self, *, conn: AnyConnection | None = None) -> list[dict[str, Any]]:
+        """Per queue: jobs by state, oldest available time, limit, paused."""
+        return await self._rows(self._sql.queue_stats, None, conn, dict_row)
 
     async def force_unlock_workers(
         self, worker_ids: Sequence[str], *, conn: AnyConnection | None = None

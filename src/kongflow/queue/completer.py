@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger("kongflow.worker")
 
@@ -59,17 +60,39 @@ class Completer:
             batch = self._pending[:MAX_BATCH]
             try:
                 await self._write(batch)
-            except Exception as exc:  # kept and retried: results are never dropped
+            except (psycopg.OperationalError, PoolTimeout) as exc:
                 self._on_error(exc, "writing job results (will retry)")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            except psycopg.Error as exc:
+                # Not the connection: something in the batch the database refuses. Write the
+                # results one by one so one bad result cannot hold back the others.
+                self._on_error(exc, "writing job results (writing them one by one)")
+                await self._write_singly(batch)
             delay = 0.05
             del self._pending[: len(batch)]
             if not self._pending:
                 self._has_work.clear()
                 self._idle.set()
             self._on_written()
+
+    async def _write_singly(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        for worker_id, outcome in batch:
+            try:
+                await self._write([(worker_id, outcome)])
+            except psycopg.Error as exc:
+                log.error("result of job %s could not be stored: %s", outcome["id"], exc)
+                fallback = {
+                    "id": outcome["id"],
+                    "locked_at": outcome["locked_at"],
+                    "outcome": "failed_permanently",
+                    "error": {"type": "UnstorableResult", "message": f"result not stored: {exc}"},
+                }
+                try:
+                    await self._write([(worker_id, fallback)])
+                except psycopg.Error:
+                    log.exception("job %s left to the lease rescue", outcome["id"])
 
     async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         by_worker: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -87,8 +110,8 @@ class Completer:
                     if outcome["id"] not in accepted:
                         self.rejected += 1
                         log.warning(
-                            "result of job %s rejected: the job was released from worker %s "
-                            "(lease expired) and belongs to another attempt now",
+                            "result of job %s rejected: the job no longer belongs to this "
+                            "attempt of worker %s (its lease expired, or it was released)",
                             outcome["id"],
                             worker_id,
                         )

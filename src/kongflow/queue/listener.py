@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -11,6 +12,7 @@ from psycopg import sql
 
 async def listen(
     conninfo: str,
+    connect_kwargs: Mapping[str, Any],
     channels: Sequence[str],
     on_notify: Callable[[str, str], None],
     on_connected: Callable[[], None],
@@ -21,7 +23,9 @@ async def listen(
     delay = 0.1
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(
+                conninfo, **connect_kwargs, autocommit=True
+            ) as conn:
                 for channel in channels:
                     await conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
                 delay = 0.1

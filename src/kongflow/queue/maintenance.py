@@ -104,7 +104,7 @@ class Maintenance:
 
     async def rescue(self) -> list[int]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(self._sql.rescue_stale_jobs, (timedelta(seconds=self._lease),))
+            cur = await conn.execute(self._sql.rescue_stale_jobs)
             row = await cur.fetchone()
             ids = list(row[0]) if row and row[0] else []
             if ids:

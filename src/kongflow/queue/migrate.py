@@ -7,9 +7,11 @@ recorded in `<schema>.migrations`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from psycopg import AsyncConnection, sql
 
@@ -29,6 +31,10 @@ class Migration:
     version: int
     name: str
     text: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
 
 def channels(schema: str) -> dict[str, str]:
@@ -91,30 +97,40 @@ async def migrate(
                     " component text not null,"
                     " version int not null,"
                     " name text not null,"
+                    " checksum text not null,"
                     " applied_at timestamptz not null default now(),"
                     " primary key (component, version))"
                 ).format(ident)
             )
             cur = await conn.execute(
-                sql.SQL(
-                    "select coalesce(max(version), 0) from {}.migrations where component = %s"
-                ).format(ident),
+                sql.SQL("select version, checksum from {}.migrations where component = %s").format(
+                    ident
+                ),
                 (component,),
             )
-            row = await cur.fetchone()
-            current = int(row[0]) if row else 0  # type: ignore[index]
+            rows: list[Any] = await cur.fetchall()
+            done = {int(version): str(checksum) for version, checksum in rows}
+            current = max(done, default=0)
             if current > len(migrations):
                 raise MigrationError(
                     f"schema {schema!r} is at {component} version {current}, newer than this "
                     f"kongflow knows ({len(migrations)}): upgrade kongflow"
                 )
+            for migration in migrations[:current]:
+                if done.get(migration.version) != migration.checksum:
+                    raise MigrationError(
+                        f"{component} migration {migration.version} ({migration.name}) differs "
+                        f"from the one applied to schema {schema!r}: applied migrations must "
+                        "never change (recreate a development schema to pick up the change)"
+                    )
             for migration in migrations[current:]:
                 await conn.execute(render(migration.text, schema))
                 await conn.execute(
                     sql.SQL(
-                        "insert into {}.migrations (component, version, name) values (%s, %s, %s)"
+                        "insert into {}.migrations (component, version, name, checksum)"
+                        " values (%s, %s, %s, %s)"
                     ).format(ident),
-                    (component, migration.version, migration.name),
+                    (component, migration.version, migration.name, migration.checksum),
                 )
                 applied.append(migration)
     return applied

@@ -39,6 +39,9 @@ class EngineSQL:
     cleanup_jobs: str
     gc_job_queues: str
     queue_stats: str
+    retry_job: str
+    delete_jobs: str
+    list_jobs: str
 
 
 @cache
@@ -69,15 +72,16 @@ def engine_sql(schema: str) -> EngineSQL:
         get_job_any=f"select * from {s}._all_jobs where id = any(%s::bigint[])",
         cancel_job=f"select * from {s}.cancel_job(%s) where id is not null",
         register_worker=(
-            f"insert into {s}._workers (id, hostname, pid, tasks, concurrency)"
-            " values (%s, %s, %s, %s, %s)"
+            f"insert into {s}._workers (id, hostname, pid, tasks, concurrency, lease)"
+            " values (%s, %s, %s, %s, %s, %s)"
         ),
         heartbeat=f"update {s}._workers set heartbeat_at = now() where id = %s",
         deregister_worker=f"delete from {s}._workers where id = %s",
         claim_jobs=f"select * from {s}._claim_jobs(%s, %s, %s, %s, %s)",
         settle_jobs=f"select {s}._settle_jobs(%s, %s::jsonb, %s)",
         cancel_requests=(
-            f"select id from {s}._jobs where locked_by = %s and cancel_requested_at is not null"
+            f"select id from {s}._jobs where locked_at is not null and locked_by = %s"
+            " and cancel_requested_at is not null"
         ),
         has_ready_jobs=(
             f"select exists (select 1 from {s}._jobs j"
@@ -86,7 +90,7 @@ def engine_sql(schema: str) -> EngineSQL:
             f" and {s}._claimable(j, %(tasks)s, %(forbidden)s)"
             " and (%(queues)s::text[] is null or q.queue_name like any(%(queues)s::text[])))"
         ),
-        rescue_stale_jobs=f"select {s}.rescue_stale_jobs(%s::interval)",
+        rescue_stale_jobs=f"select {s}.rescue_stale_jobs()",
         force_unlock_workers=f"select {s}.force_unlock_workers(%s::text[])",
         set_queue_limits=f"select {s}.set_queue_limits(%s::jsonb)",
         pause_queue=f"select {s}.pause_queue(%s)",
@@ -98,4 +102,13 @@ def engine_sql(schema: str) -> EngineSQL:
         cleanup_jobs=f"select * from {s}.cleanup_jobs(%s::interval, %s::interval, %s)",
         gc_job_queues=f"select {s}.gc_job_queues()",
         queue_stats=f"select * from {s}.queue_stats order by queue_name nulls first",
+        retry_job=f"select * from {s}.retry_job(%s) where id is not null",
+        delete_jobs=f"select {s}.delete_jobs(%s::bigint[])",
+        list_jobs=(
+            f"select * from {s}._all_jobs"
+            " where (%(state)s::text is null or state = %(state)s)"
+            " and (%(task)s::text is null or task_identifier = %(task)s)"
+            " and (%(queue)s::text is null or queue_name = %(queue)s)"
+            " order by id desc limit %(limit)s"
+        ),
     )

@@ -116,6 +116,11 @@ class Worker:
         self.poll_only = poll_only
         self.lease = lease
         self.heartbeat_interval = heartbeat_interval or min(lease / 3, 10.0)
+        if self.heartbeat_interval > lease / 2:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval}s) must be at most half the lease"
+                f" ({lease}s), or the worker would be presumed dead between heartbeats"
+            )
         self._queues = queue_patterns(queues)
         self._queue_limits = dict(queue_limits or {})
         self._forbidden_flags = forbidden_flags
@@ -140,6 +145,7 @@ class Worker:
 
         self._running: dict[int, tuple[RunningJob, asyncio.Task[None]]] = {}
         self._cancel_reasons: dict[int, str] = {}
+        self._early_cancels: set[int] = set()
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="kongflow-job")
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -190,6 +196,7 @@ class Worker:
             self._spawn(
                 listen(
                     str(self._pool.conninfo),
+                    _connect_kwargs(self._pool),
                     [names["jobs"], names["cancel"]],
                     self._on_notify,
                     on_connected,
@@ -246,6 +253,10 @@ class Worker:
             return
         self._stopping = True
         self._wake()
+        # Let a claim in flight land first, so every job it took is waited for below.
+        producer = next((t for t in self._services if t.get_name() == "kongflow-producer"), None)
+        if producer is not None:
+            await asyncio.wait([producer], timeout=max(timeout, 5))
         jobs = [task for _, task in self._running.values()]
         if jobs:
             _, late = await asyncio.wait(jobs, timeout=timeout)
@@ -375,12 +386,18 @@ class Worker:
     def _start_job(self, job: RunningJob) -> None:
         task = asyncio.create_task(self._run_job(job), name=f"kongflow-job-{job.id}")
         self._running[job.id] = (job, task)
-        if job.cancel_requested_at is not None:
+        if job.cancel_requested_at is not None or job.id in self._early_cancels:
+            self._early_cancels.discard(job.id)
             self._cancel(job.id, "cancelled")
 
     def _cancel(self, job_id: int, reason: str) -> None:
         entry = self._running.get(job_id)
         if entry is None:
+            # The cancel may beat the claim's answer here: remember it for a while.
+            if reason == "cancelled":
+                self._early_cancels.add(job_id)
+                if len(self._early_cancels) > 1000:
+                    self._early_cancels.pop()
             return
         job, task = entry
         self._cancel_reasons.setdefault(job_id, reason)
@@ -388,11 +405,13 @@ class Worker:
         task.cancel()
 
     async def _run_job(self, job: RunningJob) -> None:
-        task = self.tasks[job.task_identifier]
-        worker_id = self.id  # the fencing token this job was claimed under
+        worker_id = job.locked_by or self.id  # the claim's fencing token, with job.locked_at
         self._hooks.emit("job_started", job)
         started = time.monotonic()
+        task = self.tasks.get(job.task_identifier)
         try:
+            if task is None:  # cannot happen: claims only take this worker's tasks
+                raise PermanentFailure(f"no handler for task {job.task_identifier!r} here")
             result = await self._call(task, job)
         except asyncio.CancelledError:
             reason = self._cancel_reasons.pop(job.id, None)
@@ -419,10 +438,20 @@ class Worker:
 
     async def _call(self, task: Task, job: RunningJob) -> Any:
         if task.is_async:
-            call: Awaitable[Any] = task.handler(job.payload, job)
-        else:
-            loop = asyncio.get_running_loop()
-            call = loop.run_in_executor(self._threads, task.handler, job.payload, job)
+            return await self._with_timeout(task, job, task.handler(job.payload, job))
+        # A thread cannot be interrupted: on timeout or cancel it is told (job.cancelled) and
+        # awaited, so its slot stays taken and the job is not released while it still runs.
+        loop = asyncio.get_running_loop()
+        thread = loop.run_in_executor(self._threads, task.handler, job.payload, job)
+        try:
+            return await self._with_timeout(task, job, asyncio.shield(thread))
+        except BaseException:
+            job.cancelled.set()
+            await asyncio.wait([thread])
+            raise
+
+    @staticmethod
+    async def _with_timeout(task: Task, job: RunningJob, call: Awaitable[Any]) -> Any:
         if task.timeout is None:
             return await call
         try:
@@ -433,15 +462,19 @@ class Worker:
             raise JobTimeout(f"job timed out after {task.timeout}s") from None
 
     def _record_failure(
-        self, worker_id: str, job: RunningJob, task: Task, error: BaseException
+        self, worker_id: str, job: RunningJob, task: Task | None, error: BaseException
     ) -> None:
-        permanent = isinstance(error, PermanentFailure) or job.attempts >= job.max_attempts
+        permanent = (
+            task is None or isinstance(error, PermanentFailure) or job.attempts >= job.max_attempts
+        )
         details = {
             "type": type(error).__name__,
-            "message": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error))[-_MAX_TRACEBACK:],
+            "message": _storable_text(f"{type(error).__name__}: {error}"),
+            "traceback": _storable_text(
+                "".join(traceback.format_exception(error))[-_MAX_TRACEBACK:]
+            ),
         }
-        if permanent:
+        if permanent or task is None:
             self._settle(worker_id, job, {"outcome": "failed_permanently", "error": details})
             self._hooks.emit("job_failed", job, error)
             return
@@ -452,8 +485,9 @@ class Worker:
         self._hooks.emit("job_retried", job, error, retry_at)
 
     def _settle(self, worker_id: str, job: RunningJob, outcome: dict[str, Any]) -> None:
-        assert self._completer is not None
-        self._completer.submit(worker_id, {"id": job.id, **outcome})
+        assert self._completer is not None and job.locked_at is not None
+        claim = {"id": job.id, "locked_at": job.locked_at.isoformat()}
+        self._completer.submit(worker_id, {**claim, **outcome})
 
     async def _flush(self, timeout: float) -> bool:
         if self._completer is None:
@@ -479,7 +513,14 @@ class Worker:
     async def _register(self) -> None:
         await self._execute(
             self._sql.register_worker,
-            (self.id, socket.gethostname(), os.getpid(), self._task_names, self.concurrency),
+            (
+                self.id,
+                socket.gethostname(),
+                os.getpid(),
+                self._task_names,
+                self.concurrency,
+                timedelta(seconds=self.lease),
+            ),
         )
 
     async def _register_again(self) -> None:
@@ -492,7 +533,7 @@ class Worker:
             try:
                 await self._register()
                 return
-            except _DB_ERRORS as exc:
+            except Exception as exc:
                 self._report_error(exc, "registering again (retrying)")
                 await asyncio.sleep(1.0)
 
@@ -556,12 +597,25 @@ class Worker:
             return await cur.fetchone()
 
 
+def _connect_kwargs(pool: AsyncConnectionPool[Any]) -> dict[str, Any]:
+    """The pool's connection arguments (credentials passed apart from the URL), for LISTEN."""
+    kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
+    return {k: v for k, v in kwargs.items() if k != "autocommit"}
+
+
 def _jsonable(value: Any) -> Any:
-    """A handler's return value as JSON, or None when it is not JSON-serialisable."""
+    """A handler's return value if PostgreSQL can store it as JSON, else None (not JSON at all,
+    NaN or infinities, NUL characters or lone surrogates)."""
     if value is None:
         return None
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError):
         return None
-    return value
+    return None if "\\u0000" in text or "\x00" in text else value
+
+
+def _storable_text(text: str) -> str:
+    """Text PostgreSQL accepts: no NUL, no lone surrogates."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "replace").decode("utf-8")

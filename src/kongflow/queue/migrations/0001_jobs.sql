@@ -55,6 +55,9 @@ create table :SCHEMA._jobs (
   locked_at timestamptz,
   locked_by text,
   cancel_requested_at timestamptz,
+  -- Set when a running job is replaced, removed or cancelled: it finishes its attempt but never
+  -- runs again, even if it snoozes or is given back at shutdown.
+  retry_stopped boolean not null default false,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   is_available boolean generated always as (locked_at is null and attempts < max_attempts) stored
@@ -259,7 +262,7 @@ begin
         -- The key is held by a running or permanently failed job: that job keeps running but
         -- will not retry, and gives up the key to a new job (next turn of the loop).
         update :SCHEMA._jobs as j
-           set key = null, attempts = j.max_attempts, updated_at = now()
+           set key = null, attempts = j.max_attempts, retry_stopped = true, updated_at = now()
          where j.key = job_key and not j.is_available;
       end if;
     end if;
@@ -324,42 +327,53 @@ begin
   select coalesce(array_agg(id), '{}') into v_ids from inserted;
 
   -- Jobs with a key: upsert until every key is placed (a holder may start running meanwhile).
+  -- Rows are locked in key order, so concurrent calls cannot deadlock; set operations keep
+  -- large batches linear.
   v_keys_left := array(
-    select distinct s.job_key from unnest(specs) s where s.job_key is not null);
+    select distinct s.job_key from unnest(specs) s where s.job_key is not null order by 1);
   while cardinality(v_keys_left) > 0 loop
+    perform 1 from :SCHEMA._jobs j join unnest(v_keys_left) k(key) on j.key = k.key
+     where not j.is_available
+     order by j.key
+     for update of j;
     update :SCHEMA._jobs as j
-       set key = null, attempts = j.max_attempts, updated_at = now()
-     where j.key = any(v_keys_left) and not j.is_available;
+       set key = null, attempts = j.max_attempts, retry_stopped = true, updated_at = now()
+      from unnest(v_keys_left) k(key)
+     where j.key = k.key and not j.is_available;
 
     with s as (
-      select * from unnest(specs) with ordinality as s(
+      select s.* from unnest(specs) with ordinality as s(
         identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags, ord)
-      where s.job_key = any(v_keys_left)
+      join unnest(v_keys_left) k(key) on s.job_key = k.key
     ),
     last_spec as (
       select distinct on (s.job_key) s.* from s order by s.job_key, s.ord desc
     ),
+    mergeable as (
+      select s.job_key from s group by s.job_key
+      having count(*) > 1 and bool_and(coalesce(json_typeof(s.payload) = 'array', false))
+    ),
     merged as (
-      select s.job_key,
-             case when count(*) > 1
-                        and bool_and(coalesce(json_typeof(s.payload) = 'array', false))
-               then (select coalesce(json_agg(e.value order by s2.ord, e.idx), '[]')
-                       from s s2, json_array_elements(s2.payload) with ordinality e(value, idx)
-                      where s2.job_key = s.job_key)
-             end as payload
-        from s group by s.job_key
+      select s.job_key, json_agg(e.value order by s.ord, e.idx) as payload
+        from s
+        join mergeable using (job_key)
+        cross join lateral json_array_elements(s.payload) with ordinality e(value, idx)
+       group by s.job_key
     ),
     upserted as (
       insert into :SCHEMA._jobs as j (
         queue_id, task_identifier, payload, run_at, max_attempts, key, priority, flags)
       select
-        q.id, l.identifier, coalesce(m.payload, l.payload, '{}'), coalesce(l.run_at, now()),
-        coalesce(l.max_attempts, 25), l.job_key, coalesce(l.priority, 0),
-        (select jsonb_object_agg(f, true) from unnest(l.flags) f)
+        q.id, l.identifier,
+        case when mg.job_key is null then coalesce(l.payload, '{}')
+             else coalesce(m.payload, '[]') end,
+        coalesce(l.run_at, now()), coalesce(l.max_attempts, 25), l.job_key,
+        coalesce(l.priority, 0), (select jsonb_object_agg(f, true) from unnest(l.flags) f)
       from last_spec l
-      join merged m on m.job_key = l.job_key
+      left join mergeable mg on mg.job_key = l.job_key
+      left join merged m on m.job_key = l.job_key
       left join :SCHEMA._job_queues q on q.queue_name = l.queue_name
-      order by l.ord
+      order by l.job_key
       on conflict (key) where key is not null do update set
         queue_id = excluded.queue_id,
         task_identifier = excluded.task_identifier,
@@ -387,7 +401,9 @@ begin
       into v_batch_ids, v_batch_keys
       from upserted;
     v_ids := v_ids || v_batch_ids;
-    v_keys_left := array(select k from unnest(v_keys_left) k where k <> all(v_batch_keys));
+    v_keys_left := array(
+      select k from (select unnest(v_keys_left) except select unnest(v_batch_keys)) left_(k)
+       order by k);
   end loop;
 
   if exists (select 1 from unnest(v_ids) u(id) join :SCHEMA._jobs j using (id)
@@ -426,7 +442,7 @@ language plpgsql volatile as $$
 declare
   v_ids bigint[] := :SCHEMA._finish_jobs(job_ids, 'completed');
 begin
-  return query select a.* from unnest(v_ids) u(id) join :SCHEMA._all_jobs a using (id);
+  return query select a.* from :SCHEMA._all_jobs a where a.id = any(v_ids) order by a.id;
 end
 $$;
 
@@ -476,6 +492,7 @@ begin
       run_at = coalesce(reschedule_jobs.run_at, j.run_at),
       priority = coalesce(reschedule_jobs.priority, j.priority),
       attempts = coalesce(reschedule_jobs.attempts, j.attempts),
+      retry_stopped = j.retry_stopped and reschedule_jobs.attempts is null,
       max_attempts = coalesce(reschedule_jobs.max_attempts, j.max_attempts),
       updated_at = now()
     where j.id = any(job_ids) and j.locked_at is null
@@ -506,7 +523,8 @@ begin
     select * into v_out from :SCHEMA.jobs j where j.id = v_job.id;
     delete from :SCHEMA._jobs j where j.id = v_job.id;
   else
-    update :SCHEMA._jobs as j set key = null, attempts = j.max_attempts, updated_at = now()
+    update :SCHEMA._jobs as j
+       set key = null, attempts = j.max_attempts, retry_stopped = true, updated_at = now()
      where j.id = v_job.id;
     select * into v_out from :SCHEMA.jobs j where j.id = v_job.id;
   end if;
@@ -528,7 +546,7 @@ begin
   elsif v_job.id is not null then
     update :SCHEMA._jobs as j
        set cancel_requested_at = coalesce(j.cancel_requested_at, now()),
-           attempts = j.max_attempts, updated_at = now()
+           attempts = j.max_attempts, retry_stopped = true, updated_at = now()
      where j.id = v_job.id;
     perform pg_notify(:CANCEL_CHANNEL, v_job.id::text);
   end if;

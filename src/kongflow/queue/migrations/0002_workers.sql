@@ -9,6 +9,7 @@ create table :SCHEMA._workers (
   pid int not null,
   tasks text[] not null,
   concurrency int not null,
+  lease interval not null,  -- this worker's own: silent for longer, it is presumed dead
   started_at timestamptz not null default now(),
   heartbeat_at timestamptz not null default now()
 );
@@ -45,16 +46,24 @@ begin
       using errcode = 'KF001';
   end if;
 
-  -- 1. Lock the named queues with ready work that no other worker is claiming from right now.
+  -- 1. Lock the named queues whose next jobs come first, that have room, and that no other
+  --    worker is claiming from right now; at most two per wanted job, so a claim stays small
+  --    however many queues exist.
   v_queue_ids := array(
-    select q.id from :SCHEMA._job_queues q
+    select q.id
+      from :SCHEMA._job_queues q
+      cross join lateral (
+        select j.priority, j.run_at, j.id from :SCHEMA._jobs j
+         where j.queue_id = q.id and j.is_available and j.run_at <= now()
+           and :SCHEMA._claimable(j, p_tasks, p_forbidden_flags)
+         order by j.priority, j.run_at, j.id
+         limit 1) top
      where not q.paused
        and (p_queues is null or q.queue_name like any(p_queues))
-       and exists (
-         select 1 from :SCHEMA._jobs j
-          where j.queue_id = q.id and j.is_available and j.run_at <= now()
-            and :SCHEMA._claimable(j, p_tasks, p_forbidden_flags))
-     order by q.id
+       and (select count(*) from :SCHEMA._jobs r
+             where r.queue_id = q.id and r.locked_at is not null) < q.max_running
+     order by top.priority, top.run_at, top.id
+     limit p_limit * 2
      for no key update of q skip locked);
 
   -- 2. A new snapshot, taken after those locks: every claim committed on these queues is visible,
@@ -68,7 +77,7 @@ begin
      where q.id = any(v_queue_ids)
   ),
   queued as (
-    select c.id, c.priority, c.run_at
+    select c.id, free.id as queue_id, c.priority, c.run_at
       from free
       cross join lateral (
         select j.id, j.priority, j.run_at from :SCHEMA._jobs j
@@ -79,7 +88,7 @@ begin
       ) c
   ),
   unqueued as (
-    select j.id, j.priority, j.run_at from :SCHEMA._jobs j
+    select j.id, null::int as queue_id, j.priority, j.run_at from :SCHEMA._jobs j
      where p_queues is null and j.queue_id is null and j.is_available and j.run_at <= now()
        and :SCHEMA._claimable(j, p_tasks, p_forbidden_flags)
      order by j.priority, j.run_at, j.id
@@ -87,14 +96,18 @@ begin
      for update skip locked
   ),
   picked as (
-    select c.id from (select * from queued union all select * from unqueued) c
+    select c.id, c.queue_id from (select * from queued union all select * from unqueued) c
      order by c.priority, c.run_at, c.id
      limit p_limit
   )
   update :SCHEMA._jobs as j set
     locked_at = now(), locked_by = p_worker, attempts = j.attempts + 1, updated_at = now()
   from picked
-  where j.id = picked.id and j.is_available
+  -- Rechecked on the row as it is now: a job replaced meanwhile may be due later, belong to
+  -- another queue or task (add_job with its key), and then it is not ours to take.
+  where j.id = picked.id and j.is_available and j.run_at <= now()
+    and j.queue_id is not distinct from picked.queue_id
+    and :SCHEMA._claimable(j, p_tasks, p_forbidden_flags)
   returning
     j.id, (select q.queue_name from :SCHEMA._job_queues q where q.id = j.queue_id),
     j.task_identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error,
@@ -110,11 +123,12 @@ language sql immutable as $$
     from (select coalesce(p_errors, '[]') || p_error as e) x
 $$;
 
--- Records what a worker's jobs came to, in one batch. Completed jobs are kept in _finished_jobs
--- for the retention window, or dropped at once when p_keep_completed is false. Only jobs still locked by that worker are
--- touched: a result from a worker that lost its jobs is rejected. Returns the accepted ids.
+-- Records what a worker's jobs came to, in one batch. Only a job still held by the same claim
+-- (locked_by and locked_at) is touched: a result from a worker that lost the job, or from an
+-- earlier attempt, is rejected. Completed jobs are kept in _finished_jobs for the retention
+-- window, or dropped at once when p_keep_completed is false. Returns the accepted ids.
 --
--- p_outcomes: [{id, outcome, run_at?, error?, result?}], outcome one of
+-- p_outcomes: [{id, locked_at, outcome, run_at?, error?, result?}], outcome one of
 --   completed, cancelled: the job finishes (cancelled also when a cancel was requested);
 --   failed: the attempt failed, retry at run_at (or never once attempts = max_attempts);
 --   failed_permanently: never retried; snoozed: retry at run_at, the attempt given back;
@@ -131,13 +145,14 @@ declare
   v_ready_now int;
 begin
   with o as (
-    select (x ->> 'id')::bigint as id, x ->> 'outcome' as outcome, x -> 'result' as result
+    select (x ->> 'id')::bigint as id, x ->> 'outcome' as outcome, x -> 'result' as result,
+           (x ->> 'locked_at')::timestamptz as locked_at
       from jsonb_array_elements(p_outcomes) x
   ),
   done as (
     delete from :SCHEMA._jobs j
      using o
-     where j.id = o.id and j.locked_by = p_worker
+     where j.id = o.id and j.locked_by = p_worker and j.locked_at = o.locked_at
        and (o.outcome in ('completed', 'cancelled') or j.cancel_requested_at is not null)
     returning j.*, o.result,
       case when o.outcome = 'completed' then 'completed' else 'cancelled' end as final_state
@@ -160,7 +175,8 @@ begin
 
   with o as (
     select (x ->> 'id')::bigint as id, x ->> 'outcome' as outcome,
-           (x ->> 'run_at')::timestamptz as run_at, x -> 'error' as error
+           (x ->> 'run_at')::timestamptz as run_at, x -> 'error' as error,
+           (x ->> 'locked_at')::timestamptz as locked_at
       from jsonb_array_elements(p_outcomes) x
      where x ->> 'outcome' in ('failed', 'failed_permanently', 'snoozed', 'returned')
   ),
@@ -169,10 +185,10 @@ begin
       locked_at = null,
       locked_by = null,
       run_at = coalesce(o.run_at, now()),
-      attempts = case o.outcome
-        when 'failed_permanently' then j.max_attempts
-        when 'failed' then j.attempts
-        else greatest(j.attempts - 1, 0)
+      attempts = case
+        when o.outcome = 'failed_permanently' or j.retry_stopped then j.max_attempts
+        when o.outcome = 'failed' then j.attempts
+        else greatest(j.attempts - 1, 0)  -- snoozed or given back: the attempt is returned
       end,
       last_error = coalesce(o.error ->> 'message', j.last_error),
       errors = case when o.error is null then j.errors else
@@ -180,7 +196,7 @@ begin
           'at', now(), 'attempt', j.attempts, 'worker', p_worker)) end,
       updated_at = now()
     from o
-    where j.id = o.id and j.locked_by = p_worker
+    where j.id = o.id and j.locked_by = p_worker and j.locked_at = o.locked_at
     returning j.id, j.is_available and j.run_at <= now() as ready_now
   )
   select coalesce(array_agg(id), '{}'), count(*) filter (where ready_now)
@@ -229,12 +245,12 @@ $$;
 
 -- Rescue: workers whose heartbeat is older than the lease are removed, and every job locked by a
 -- worker that is not registered any more is released. Safe to run from many workers at once.
-create function :SCHEMA.rescue_stale_jobs(lease interval) returns bigint[]
+create function :SCHEMA.rescue_stale_jobs() returns bigint[]
 language plpgsql volatile as $$
 begin
   delete from :SCHEMA._workers w
    where w.id in (select s.id from :SCHEMA._workers s
-                   where s.heartbeat_at < now() - lease
+                   where s.heartbeat_at < now() - s.lease
                    for update skip locked);
   -- New snapshot: jobs claimed by those workers up to their last moment are visible.
   return :SCHEMA._release_lost_jobs(
@@ -242,7 +258,7 @@ begin
            where j.locked_at is not null
              and not exists (select 1 from :SCHEMA._workers w where w.id = j.locked_by)
            for update of j skip locked),
-    format('worker lost: no heartbeat for longer than the lease (%s)', lease));
+    'worker lost: no heartbeat within its lease');
 end
 $$;
 
@@ -254,7 +270,7 @@ begin
   delete from :SCHEMA._workers w where w.id = any(worker_ids);
   return :SCHEMA._release_lost_jobs(
     array(select j.id from :SCHEMA._jobs j
-           where j.locked_by = any(worker_ids)
+           where j.locked_at is not null and j.locked_by = any(worker_ids)
            for update of j),
     'worker force-unlocked');
 end

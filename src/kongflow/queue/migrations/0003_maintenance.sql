@@ -154,3 +154,36 @@ create function :SCHEMA._release_lease(p_name text, p_holder text) returns void
 language sql volatile as $$
   delete from :SCHEMA._leases where name = p_name and holder = p_holder
 $$;
+
+-- Makes a job that is not running ready at once; a permanently failed one gets one more attempt.
+create function :SCHEMA.retry_job(job_id bigint) returns :SCHEMA.jobs
+language plpgsql volatile as $$
+declare
+  v_out :SCHEMA.jobs;
+begin
+  update :SCHEMA._jobs as j set
+    run_at = now(),
+    max_attempts = greatest(j.max_attempts, j.attempts + 1),
+    retry_stopped = false,
+    updated_at = now()
+  where j.id = retry_job.job_id and j.locked_at is null;
+  if found then
+    perform pg_notify(:JOBS_CHANNEL, '');
+  end if;
+  select * into v_out from :SCHEMA.jobs j where j.id = retry_job.job_id;
+  return v_out;
+end
+$$;
+
+-- Deletes jobs that are not running, finished ones included; returns the deleted ids.
+create function :SCHEMA.delete_jobs(job_ids bigint[]) returns bigint[]
+language sql volatile as $$
+  with hot as (
+    delete from :SCHEMA._jobs j where j.id = any(job_ids) and j.locked_at is null returning j.id
+  ),
+  finished as (
+    delete from :SCHEMA._finished_jobs f where f.id = any(job_ids) returning f.id
+  )
+  select coalesce(array_agg(id order by id), '{}')
+    from (select id from hot union all select id from finished) ids
+$$;

@@ -1,0 +1,87 @@
+"""What every command shares: the consoles, the database options, errors that tell what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import psycopg
+import typer
+from psycopg_pool import PoolTimeout
+from rich.console import Console
+
+from kongflow import embedded
+from kongflow.queue.client import Client
+from kongflow.queue.migrate import MigrationError
+from kongflow.settings import validate_schema
+
+T = TypeVar("T")
+
+# Wide enough for tables when piped (rich assumes 80 columns off a terminal).
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="DATABASE_URL", help="PostgreSQL URL; default: the embedded one."
+    ),
+]
+Schema = Annotated[
+    str,
+    typer.Option("--schema", envvar="KONGFLOW_SCHEMA", help="Schema holding kongflow's tables."),
+]
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+def start_embedded() -> str:
+    try:
+        return embedded.start()
+    except Exception as exc:
+        raise fail(
+            f"could not start the embedded PostgreSQL in {embedded.pgdata_dir()}: {exc}\n"
+            "its log is in that directory; set DATABASE_URL to use another server"
+        ) from exc
+
+
+def connect_url(database_url: str | None) -> str:
+    return database_url or start_embedded()
+
+
+def checked_schema(schema: str) -> str:
+    try:
+        return validate_schema(schema)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+
+
+def run_db(url: str, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, turning database trouble into a message that says what to do."""
+    try:
+        return asyncio.run(work)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise fail(
+            f"cannot reach PostgreSQL at {url}: {str(exc).strip()}\n"
+            "check that it runs (`kongflow db status`) or set DATABASE_URL"
+        ) from exc
+    except MigrationError as exc:
+        raise fail(str(exc)) from exc
+
+
+def with_client(database_url: str | None, schema: str, work: Callable[[Client], Awaitable[T]]) -> T:
+    """Open a client on the schema (migrating it if needed), run `work`, close."""
+    url = connect_url(database_url)
+
+    async def run() -> T:
+        # Fail fast with the driver's own reason, rather than after the pool's timeout.
+        await (await psycopg.AsyncConnection.connect(url, connect_timeout=10)).close()
+        async with Client(url, schema=checked_schema(schema)) as client:
+            return await work(client)
+
+    return run_db(url, run())

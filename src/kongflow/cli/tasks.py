@@ -1,0 +1,58 @@
+"""`kongflow tasks`: trigger.dev's task catalog and which handlers this installation has."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from kongflow.cli.common import console
+from kongflow.workerqueue.catalog import TRIGGER_CATALOG
+from kongflow.workerqueue.email import SmtpSettings, email_handler
+from kongflow.workerqueue.task import TypedHandler
+
+
+def catalog_handlers() -> dict[str, TypedHandler]:
+    """The handlers this installation registers for trigger.dev's catalog."""
+    handlers: dict[str, TypedHandler] = {}
+    if os.environ.get("KONGFLOW_SMTP_URL"):
+        handlers["scheduleEmail"] = email_handler(SmtpSettings.from_env())
+    return handlers
+
+
+def tasks(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List trigger.dev's task catalog: queue, priority, attempts, timeout, handler."""
+    handlers = catalog_handlers()
+    rows = [
+        {
+            "identifier": identifier,
+            "queue": definition.describe_queue(),
+            "priority": definition.priority if definition.priority is not None else 0,
+            "max_attempts": definition.max_attempts or 25,
+            "timeout": definition.timeout,
+            "handler": identifier in handlers,
+        }
+        for identifier, definition in TRIGGER_CATALOG.items()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="task catalog")
+    for column in ("identifier", "queue", "priority", "max attempts", "timeout", "handler"):
+        numeric = column in ("priority", "max attempts")
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(
+            str(row["identifier"]),
+            str(row["queue"] or "-"),
+            str(row["priority"]),
+            str(row["max_attempts"]),
+            f"{row['timeout']:g}s" if row["timeout"] else "-",
+            "yes" if row["handler"] else "[dim]no[/dim]",
+        )
+    console.print(table)

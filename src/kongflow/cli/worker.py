@@ -1,0 +1,182 @@
+"""`kongflow worker`: run handlers from a module until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kongflow.cli.common import DatabaseUrl, Schema, checked_schema, connect_url, err, fail, run_db
+from kongflow.queue.cron import CrontabError, parse_crontab, parse_duration
+from kongflow.queue.maintenance import MaintenanceOptions
+from kongflow.queue.metrics import Metrics
+from kongflow.queue.worker import Worker
+from kongflow.settings import DEFAULT_SCHEMA
+
+
+def load_tasks(spec: str) -> Mapping[str, Any]:
+    """`package.module[:attribute]` (default attribute `tasks`) -> {identifier: handler}."""
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "tasks"
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn: modules of the project at hand
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise fail(f"cannot import {module_name!r} for --tasks: {exc}") from exc
+    tasks = getattr(module, attribute, None)
+    if not isinstance(tasks, Mapping):
+        raise fail(
+            f"{module_name}:{attribute} must be a mapping of task identifiers to handlers, "
+            f"got {type(tasks).__name__}"
+        )
+    return tasks
+
+
+def _parse_limits(values: list[str]) -> dict[str, int]:
+    limits = {}
+    for value in values:
+        name, _, limit = value.rpartition("=")
+        if not name or not limit.isdigit() or int(limit) < 1:
+            raise fail(f"--queue-limit takes NAME=N with N >= 1 (e.g. 'runs:*=1'), got {value!r}")
+        limits[name] = int(limit)
+    return limits
+
+
+def _duration(value: str, option: str) -> Any:
+    try:
+        return parse_duration(value) if value != "0" else parse_duration("0s")
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}") from exc
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def worker(
+    tasks: Annotated[
+        str, typer.Option(help="Handlers: package.module[:attribute], a mapping {task: handler}.")
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 10,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="Serve only this queue (name or pattern); repeatable."),
+    ] = None,
+    queue_limit: Annotated[
+        list[str] | None,
+        typer.Option(help="Global limit for a queue, NAME=N (pattern allowed); repeatable."),
+    ] = None,
+    crontab: Annotated[
+        Path | None, typer.Option(help="A crontab file (graphile-worker's format).")
+    ] = None,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls.")] = 1.0,
+    poll_only: Annotated[
+        bool, typer.Option(help="No LISTEN/NOTIFY (behind a transaction-mode pooler).")
+    ] = False,
+    lease: Annotated[
+        float, typer.Option(min=0.1, help="Seconds without heartbeat before jobs are rescued.")
+    ] = 30.0,
+    shutdown_timeout: Annotated[
+        float, typer.Option(help="Seconds running jobs get to finish on SIGTERM/SIGINT.")
+    ] = 30.0,
+    completed_retention: Annotated[
+        str, typer.Option(help="Keep completed jobs this long (e.g. 1h; 0 = not at all).")
+    ] = "1h",
+    failed_retention: Annotated[
+        str, typer.Option(help="Keep permanently failed jobs this long (e.g. 7d).")
+    ] = "7d",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_format: Annotated[str, typer.Option(help="text or json (one object per line).")] = "text",
+    database_url: DatabaseUrl = None,
+    schema: Schema = DEFAULT_SCHEMA,
+) -> None:
+    """Run a worker until SIGTERM or SIGINT, then shut down gracefully."""
+    configure_logging(log_level, log_format)
+    handlers = load_tasks(tasks)
+    cron_items = []
+    if crontab is not None:
+        try:
+            cron_items = parse_crontab(crontab.read_text())
+        except OSError as exc:
+            raise fail(f"cannot read --crontab {crontab}: {exc}") from exc
+        except CrontabError as exc:
+            raise fail(f"{crontab}: {exc}") from exc
+    metrics = Metrics() if metrics_port is not None else None
+    url = connect_url(database_url)
+    try:
+        the_worker = Worker(
+            url,
+            handlers,
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            queues=queues or None,
+            queue_limits=_parse_limits(queue_limit or []),
+            schema=checked_schema(schema),
+            poll_only=poll_only,
+            lease=lease,
+            crontab=cron_items,
+            maintenance=MaintenanceOptions(
+                completed_retention=_duration(completed_retention, "--completed-retention"),
+                failed_retention=_duration(failed_retention, "--failed-retention"),
+            ),
+            metrics=metrics,
+        )
+    except (TypeError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    if metrics is not None and metrics_port is not None:
+        metrics.serve(metrics_port)
+    run_db(url, _run_worker(the_worker, shutdown_timeout))
+
+
+async def _run_worker(the_worker: Worker, shutdown_timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signalled.set)
+    await the_worker.start()
+    err.print(f"worker {the_worker.id} running {len(the_worker.tasks)} task(s); Ctrl-C stops it")
+    on_signal = asyncio.ensure_future(signalled.wait())
+    on_stop = asyncio.ensure_future(the_worker.wait_stopped())
+    await asyncio.wait({on_signal, on_stop}, return_when=asyncio.FIRST_COMPLETED)
+    if on_signal.done():
+        err.print(f"stopping: running jobs get {shutdown_timeout:g}s to finish (again to force)")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: os._exit(130))
+        await the_worker.stop(timeout=shutdown_timeout)
+    on_signal.cancel()
+    await on_stop
+    if the_worker.failure is not None:
+        raise fail(f"the worker stopped after an internal error: {the_worker.failure!r}")
