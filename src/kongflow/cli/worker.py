@@ -124,7 +124,6 @@ def worker(
     schema: Schema = DEFAULT_SCHEMA,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT, then shut down gracefully."""
-    configure_logging(log_level, log_format)
     handlers = load_tasks(tasks)
     cron_items = []
     if crontab is not None:
@@ -134,6 +133,7 @@ def worker(
             raise fail(f"cannot read --crontab {crontab}: {exc}") from exc
         except CrontabError as exc:
             raise fail(f"{crontab}: {exc}") from exc
+    configure_logging(log_level, log_format)
     metrics = Metrics() if metrics_port is not None else None
     url = connect_url(database_url)
     try:

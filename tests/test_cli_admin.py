@@ -1,0 +1,129 @@
+"""`kongflow queues|jobs|cleanup|worker --crontab` against a real database (in-process runner)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from kongflow import Client, Job
+from kongflow.cli import app
+from tests.helpers import mark_running
+
+
+@pytest.fixture
+def cli(database_url: str, schema: str) -> Any:
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "KONGFLOW_SCHEMA": schema}
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(app, list(args), env=env)
+
+    asyncio.run(_with(database_url, schema, lambda c: asyncio.sleep(0)))  # migrate
+    return invoke
+
+
+async def _with(database_url: str, schema: str, work: Any) -> Any:
+    async with Client(database_url, schema=schema) as client:
+        return await work(client)
+
+
+def run(database_url: str, schema: str, work: Any) -> Any:
+    return asyncio.run(_with(database_url, schema, work))
+
+
+def test_queues_lists_counts_and_pause_resume(cli: Any, database_url: str, schema: str) -> None:
+    async def setup(client: Client) -> None:
+        await client.set_queue_limits({"mail": 4})
+        await client.add_job("send", queue_name="mail")
+        await client.add_job("send", queue_name="mail")
+        failed = await client.add_job("send", queue_name="other")
+        await client.permanently_fail_jobs([failed.id])
+        await client.add_job("loose")
+
+    run(database_url, schema, setup)
+    out = cli("queues")
+    assert out.exit_code == 0, out.output
+    mail = next(line for line in out.output.splitlines() if "mail" in line)
+    assert mail.split("│")[2].strip() == "2"  # available
+    assert "4" in mail  # the limit
+    assert "(no queue)" in out.output
+
+    assert cli("queues", "pause", "mail").exit_code == 0
+    assert "paused" in next(line for line in cli("queues").output.splitlines() if "mail" in line)
+    assert cli("queues", "resume", "mail").exit_code == 0
+    assert "paused" not in next(
+        line for line in cli("queues").output.splitlines() if "mail" in line
+    )
+
+
+def test_jobs_list_show_retry_cancel_remove(cli: Any, database_url: str, schema: str) -> None:
+    async def setup(client: Client) -> list[Job]:
+        a = await client.add_job("alpha", {"n": 1}, max_attempts=1)
+        b = await client.add_job("beta", {"n": 2})
+        c = await client.add_job("gamma", {"n": 3})
+        running = await client.add_job("delta")
+        await client.permanently_fail_jobs([a.id], "it broke")
+        await mark_running(client, running.id)
+        return [a, b, c, running]
+
+    a, b, c, running = run(database_url, schema, setup)
+
+    listed = cli("jobs", "list", "--state", "failed")
+    assert listed.exit_code == 0
+    assert "alpha" in listed.output and "beta" not in listed.output
+    assert cli("jobs", "list", "--state", "nonsense").exit_code == 1
+
+    shown = cli("jobs", "show", str(a.id))
+    assert shown.exit_code == 0
+    assert '"n": 1' in shown.output and "it broke" in shown.output
+    assert cli("jobs", "show", "999999").exit_code == 1
+
+    retried = cli("jobs", "retry", str(a.id))
+    assert retried.exit_code == 0, retried.output
+    job = run(database_url, schema, lambda cl: cl.get_job(a.id))
+    assert (job.state, job.max_attempts) == ("available", 2)  # one more attempt
+
+    assert cli("jobs", "cancel", str(b.id)).exit_code == 0
+    assert run(database_url, schema, lambda cl: cl.get_job(b.id)).state == "cancelled"
+
+    removed = cli("jobs", "remove", str(c.id), str(running.id))
+    assert removed.exit_code == 1  # the running one is not removed
+    assert f"job {c.id}: removed" in removed.output
+    assert run(database_url, schema, lambda cl: cl.get_job(c.id)) is None
+    assert run(database_url, schema, lambda cl: cl.get_job(running.id)) is not None
+
+
+def test_cleanup(cli: Any, database_url: str, schema: str) -> None:
+    async def setup(client: Client) -> None:
+        jobs = [await client.add_job("t") for _ in range(5)]
+        await client.complete_jobs([j.id for j in jobs])
+
+    run(database_url, schema, setup)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"update \"{schema}\"._finished_jobs set finished_at = now() - interval '2h'")  # type: ignore[arg-type]
+    out = cli("cleanup", "--batch", "2")
+    assert out.exit_code == 0, out.output
+    assert "deleted 5 finished and 0 failed" in out.output
+    assert cli("cleanup", "--failed-retention", "soon").exit_code == 1
+
+
+def test_worker_rejects_a_bad_crontab_with_its_line(cli: Any, tmp_path: Path) -> None:
+    crontab = tmp_path / "crontab"
+    crontab.write_text("# nightly\n0 3 * * * cleanup\n0 99 * * * broken\n")
+    out = cli("worker", "--tasks", "benchmarks.noop_tasks", "--crontab", str(crontab))
+    assert out.exit_code == 1
+    assert "crontab line 3" in out.output
+
+
+def test_unreachable_database_is_reported_clearly() -> None:
+    out = CliRunner().invoke(
+        app, ["jobs", "list"], env={"DATABASE_URL": "postgresql://x@127.0.0.1:1/none"}
+    )
+    assert out.exit_code == 1
+    assert "cannot reach PostgreSQL" in out.output
+    assert "Traceback" not in out.output
