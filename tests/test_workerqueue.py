@@ -265,3 +265,35 @@ def test_tasks_command_lists_the_catalog(tmp_path: Any) -> None:
     assert "performRunExecution" in table and "runs:<id>" in table
     email_row = next(line for line in table.splitlines() if "scheduleEmail" in line)
     assert "yes" in email_row
+
+
+async def test_recurring_tasks_run_their_ticks(client: Client) -> None:
+    from datetime import timedelta
+
+    from kongflow.workerqueue import CronPayload, RecurringTask
+
+    seen: list[CronPayload] = []
+
+    async def tick(payload: CronPayload, job: RunningJob) -> None:
+        seen.append(payload)
+
+    async with client.pool.connection() as conn:  # known for an hour, last ran 10 minutes ago
+        await conn.execute(
+            f'insert into "{client.schema}"._known_crontabs values'  # type: ignore[arg-type]
+            " ('heartbeat', now() - interval '1 hour', now() - interval '10 minutes')"
+        )
+    queue = WorkerQueue(
+        CATALOG,
+        client=client,
+        poll_interval=0.05,
+        recurring={"heartbeat": RecurringTask("* * * * *", tick, fill=timedelta(minutes=3))},
+    )
+    await queue.start()
+    try:
+        assert queue.worker is not None
+        await queue.worker.drain()
+    finally:
+        await queue.stop()
+    assert len(seen) == 3  # the last three minutes, per fill
+    assert all(p.backfilled for p in seen)
+    assert len({p.ts for p in seen}) == 3

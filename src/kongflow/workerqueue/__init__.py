@@ -2,16 +2,20 @@
 
 from kongflow.workerqueue.queue import Catalog, Transaction, WorkerQueue
 from kongflow.workerqueue.task import (
+    CronPayload,
     InvalidPayloadError,
     NoHandlerError,
+    RecurringTask,
     TaskDefinition,
     UnknownTaskError,
 )
 
 __all__ = [
     "Catalog",
+    "CronPayload",
     "InvalidPayloadError",
     "NoHandlerError",
+    "RecurringTask",
     "TaskDefinition",
     "Transaction",
     "UnknownTaskError",

@@ -15,14 +15,17 @@ from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
 
 from kongflow.queue.client import AnyConnection, Client
+from kongflow.queue.cron import CronItem
 from kongflow.queue.errors import PermanentFailure
 from kongflow.queue.models import Job, JobKeyMode
 from kongflow.queue.tasks import DEFAULT_RETRY, RunningJob, Task
 from kongflow.queue.worker import Worker
 from kongflow.settings import DEFAULT_SCHEMA
 from kongflow.workerqueue.task import (
+    CronPayload,
     InvalidPayloadError,
     NoHandlerError,
+    RecurringTask,
     TaskDefinition,
     TypedHandler,
     UnknownTaskError,
@@ -44,6 +47,7 @@ class WorkerQueue:
         database: str | None = None,
         *,
         handlers: Mapping[str, TypedHandler] | None = None,
+        recurring: Mapping[str, RecurringTask] | None = None,
         schema: str = DEFAULT_SCHEMA,
         client: Client | None = None,
         **worker_options: Any,
@@ -57,6 +61,10 @@ class WorkerQueue:
             for identifier, definition in catalog.items()
             if (handler := (handlers or {}).get(identifier) or definition.handler) is not None
         }
+        self.recurring = dict(recurring or {})
+        clash = set(self.recurring) & set(self.catalog)
+        if clash:
+            raise ValueError(f"recurring task names clash with catalog tasks: {sorted(clash)}")
         self.client = client or Client(database, schema=schema)
         self._owns_client = client is None
         self._worker_options = worker_options
@@ -73,13 +81,20 @@ class WorkerQueue:
     async def start(self) -> None:
         """Start running the registered handlers."""
         await self.open()
-        if not self.handlers:
+        if not self.handlers and not self.recurring:
             raise NoHandlerError("(any)")
+        tasks = {identifier: self._task(identifier) for identifier in self.handlers}
+        tasks |= {name: _recurring_task(name, r) for name, r in self.recurring.items()}
+        cron = [
+            CronItem(r.pattern, name, fill=r.fill, max_attempts=r.max_attempts)
+            for name, r in self.recurring.items()
+        ]
         self.worker = Worker(
             self.client.pool,
-            {identifier: self._task(identifier) for identifier in self.handlers},
+            tasks,
             schema=self.client.schema,
             migrate=False,
+            crontab=cron,
             **self._worker_options,
         )
         await self.worker.start()
@@ -191,6 +206,13 @@ class Transaction:
 
     async def dequeue(self, job_key: str) -> Job | None:
         return await self.queue.dequeue(job_key, tx=self.conn)
+
+
+def _recurring_task(name: str, recurring: RecurringTask) -> Task:
+    async def run(payload: Any, job: RunningJob) -> Any:
+        return await recurring.handler(CronPayload.model_validate(payload["_cron"]), job)
+
+    return Task(run, timeout=recurring.timeout)
 
 
 def _resolve(default: Any, per_call: str | None, model: BaseModel) -> str | None:

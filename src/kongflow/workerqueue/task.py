@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -38,6 +39,26 @@ class TaskDefinition(Generic[P]):
         if callable(self.queue_name):
             return (self.queue_name.__doc__ or "dynamic").strip()
         return self.queue_name
+
+
+class CronPayload(BaseModel):
+    """What a recurring task's handler receives: the tick it runs for, and whether that tick was
+    missed and is being backfilled."""
+
+    ts: datetime
+    backfilled: bool = False
+
+
+@dataclass(frozen=True)
+class RecurringTask:
+    """ZodWorker's recurring task: a handler run on a cron `pattern` (UTC), every tick exactly
+    once across workers; `fill` backfills ticks missed while no worker ran."""
+
+    pattern: str
+    handler: Callable[[CronPayload, RunningJob], Awaitable[Any]]
+    fill: timedelta | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
 
 
 class UnknownTaskError(KongflowError, LookupError):
