@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row, kwargs_row, tuple_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
@@ -32,6 +33,7 @@ from kongflow.queue.models import (
     encode_payload,
 )
 from kongflow.queue.sql import engine_sql
+from kongflow.queue.tracing import enqueue_span
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
 AnyConnection = AsyncConnection[Any] | Connection[Any]
@@ -128,7 +130,9 @@ class Client:
             identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags
         ).validated()
         params["job_key_mode"] = check_job_key_mode(job_key_mode)
-        (job,) = await self._fetch(self._sql.add_job, params, conn)
+        with enqueue_span(identifier, queue_name) as headers:
+            params["headers"] = Jsonb(headers) if headers else None
+            (job,) = await self._fetch(self._sql.add_job, params, conn)
         if self._metrics is not None:
             self._metrics.record_enqueued([job])
         return job

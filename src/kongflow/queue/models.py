@@ -43,6 +43,7 @@ class Job:
     cancel_requested_at: datetime | None
     finished_at: datetime | None
     result: Any
+    headers: dict[str, str] | None
 
     @classmethod
     def from_row(cls, **row: Any) -> Self:

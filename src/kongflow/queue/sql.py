@@ -55,7 +55,7 @@ def engine_sql(schema: str) -> EngineSQL:
             " queue_name => %(queue_name)s, run_at => %(run_at)s::timestamptz,"
             " max_attempts => %(max_attempts)s::int, job_key => %(job_key)s,"
             " priority => %(priority)s::int, flags => %(flags)s::text[],"
-            " job_key_mode => %(job_key_mode)s)"
+            " job_key_mode => %(job_key_mode)s, headers => %(headers)s::jsonb)"
         ),
         add_jobs=(
             f"select * from {s}.add_jobs("

@@ -39,6 +39,7 @@ from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import channels, migrate
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
+from kongflow.queue.tracing import job_span, record_failure
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
 log = logging.getLogger("kongflow.worker")
@@ -410,9 +411,14 @@ class Worker:
         started = time.monotonic()
         task = self.tasks.get(job.task_identifier)
         try:
-            if task is None:  # cannot happen: claims only take this worker's tasks
-                raise PermanentFailure(f"no handler for task {job.task_identifier!r} here")
-            result = await self._call(task, job)
+            with job_span(job) as span:
+                try:
+                    if task is None:  # cannot happen: claims only take this worker's tasks
+                        raise PermanentFailure(f"no handler for task {job.task_identifier!r}")
+                    result = await self._call(task, job)
+                except Exception as error:
+                    record_failure(span, error)
+                    raise
         except asyncio.CancelledError:
             reason = self._cancel_reasons.pop(job.id, None)
             if reason is None:

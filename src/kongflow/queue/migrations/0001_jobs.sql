@@ -50,6 +50,7 @@ create table :SCHEMA._jobs (
   key text check (key <> '' and length(key) <= 512),
   revision int not null default 0,
   flags jsonb,
+  headers jsonb,  -- trace context carried from enqueue to execution
   last_error text,
   errors jsonb,
   locked_at timestamptz,
@@ -106,7 +107,8 @@ create view :SCHEMA.jobs as
       when j.run_at > now() then 'scheduled'
       else 'available'
     end as state,
-    j.errors, j.cancel_requested_at, null::timestamptz as finished_at, null::json as result
+    j.errors, j.cancel_requested_at, null::timestamptz as finished_at, null::json as result,
+    j.headers
   from :SCHEMA._jobs j
   left join :SCHEMA._job_queues q on q.id = j.queue_id;
 
@@ -117,7 +119,7 @@ create view :SCHEMA._all_jobs as
   select
     f.id, f.queue_name, f.task_identifier, f.payload, f.priority, f.run_at, f.attempts,
     f.max_attempts, f.last_error, f.created_at, f.finished_at, f.key, null, null,
-    f.revision, f.flags, f.state, f.errors, null, f.finished_at, f.result
+    f.revision, f.flags, f.state, f.errors, null, f.finished_at, f.result, null
   from :SCHEMA._finished_jobs f;
 
 -- graphile-worker's job_spec, for add_jobs.
@@ -194,7 +196,8 @@ create function :SCHEMA.add_job(
   job_key text default null,
   priority int default null,
   flags text[] default null,
-  job_key_mode text default 'replace'
+  job_key_mode text default 'replace',
+  headers jsonb default null
 ) returns :SCHEMA.jobs
 language plpgsql volatile as $$
 declare
@@ -212,18 +215,18 @@ begin
   loop
     if job_key is null then
       insert into :SCHEMA._jobs (
-        queue_id, task_identifier, payload, run_at, max_attempts, priority, flags)
+        queue_id, task_identifier, payload, run_at, max_attempts, priority, flags, headers)
       values (
         v_queue_id, identifier, coalesce(payload, '{}'), coalesce(run_at, now()),
-        coalesce(max_attempts, 25), coalesce(priority, 0), v_flags)
+        coalesce(max_attempts, 25), coalesce(priority, 0), v_flags, add_job.headers)
       returning * into v_job;
     elsif job_key_mode = 'unsafe_dedupe' then
       -- Whatever holds the key, in any state, is kept; nothing new is scheduled.
       insert into :SCHEMA._jobs as j (
-        queue_id, task_identifier, payload, run_at, max_attempts, key, priority, flags)
+        queue_id, task_identifier, payload, run_at, max_attempts, key, priority, flags, headers)
       values (
         v_queue_id, identifier, coalesce(payload, '{}'), coalesce(run_at, now()),
-        coalesce(max_attempts, 25), job_key, coalesce(priority, 0), v_flags)
+        coalesce(max_attempts, 25), job_key, coalesce(priority, 0), v_flags, add_job.headers)
       on conflict (key) where key is not null do update set
         revision = j.revision + 1,
         updated_at = now()
@@ -231,10 +234,10 @@ begin
     else
       -- replace / preserve_run_at: an available job with the key is updated in place.
       insert into :SCHEMA._jobs as j (
-        queue_id, task_identifier, payload, run_at, max_attempts, key, priority, flags)
+        queue_id, task_identifier, payload, run_at, max_attempts, key, priority, flags, headers)
       values (
         v_queue_id, identifier, coalesce(payload, '{}'), coalesce(run_at, now()),
-        coalesce(max_attempts, 25), job_key, coalesce(priority, 0), v_flags)
+        coalesce(max_attempts, 25), job_key, coalesce(priority, 0), v_flags, add_job.headers)
       on conflict (key) where key is not null do update set
         queue_id = excluded.queue_id,
         task_identifier = excluded.task_identifier,
@@ -250,6 +253,7 @@ begin
         max_attempts = excluded.max_attempts,
         priority = excluded.priority,
         flags = excluded.flags,
+        headers = excluded.headers,
         revision = j.revision + 1,
         attempts = 0,
         last_error = null,
@@ -389,6 +393,7 @@ begin
         max_attempts = excluded.max_attempts,
         priority = excluded.priority,
         flags = excluded.flags,
+        headers = excluded.headers,
         revision = j.revision + 1,
         attempts = 0,
         last_error = null,

@@ -112,7 +112,7 @@ begin
     j.id, (select q.queue_name from :SCHEMA._job_queues q where q.id = j.queue_id),
     j.task_identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error,
     j.created_at, j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags,
-    'running'::text, j.errors, j.cancel_requested_at, null::timestamptz, null::json;
+    'running'::text, j.errors, j.cancel_requested_at, null::timestamptz, null::json, j.headers;
 end
 $$;
 

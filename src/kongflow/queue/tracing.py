@@ -1,0 +1,66 @@
+"""OpenTelemetry, when installed: an enqueue span whose context travels with the job (its
+`headers`), and a span per attempt that continues that trace in the worker. Without the
+`opentelemetry` package these do nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+try:
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+except ImportError:  # pragma: no cover - exercised only without the package
+    trace = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from kongflow.queue.models import Job
+
+_TRACER_NAME = "kongflow"
+
+
+@contextmanager
+def enqueue_span(identifier: str, queue_name: str | None) -> Iterator[dict[str, str] | None]:
+    """Yields the headers that carry the current trace to the job (None without tracing)."""
+    if trace is None:
+        yield None
+        return
+    tracer = trace.get_tracer(_TRACER_NAME)
+    with tracer.start_as_current_span(
+        f"kongflow enqueue {identifier}",
+        kind=SpanKind.PRODUCER,
+        attributes={"kongflow.task": identifier, "kongflow.queue": queue_name or ""},
+    ):
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        yield carrier or None
+
+
+@contextmanager
+def job_span(job: Job) -> Iterator[Any]:
+    """A span for one attempt, a child of the span that enqueued the job."""
+    if trace is None:
+        yield None
+        return
+    tracer = trace.get_tracer(_TRACER_NAME)
+    with tracer.start_as_current_span(
+        f"kongflow run {job.task_identifier}",
+        context=propagate.extract(job.headers or {}),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "kongflow.task": job.task_identifier,
+            "kongflow.queue": job.queue_name or "",
+            "kongflow.job_id": job.id,
+            "kongflow.attempt": job.attempts,
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+def record_failure(span: Any, error: BaseException) -> None:
+    if span is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, str(error)))
