@@ -1,6 +1,7 @@
-"""OpenTelemetry, when installed: an enqueue span whose context travels with the job (its
-`headers`), and a span per attempt that continues that trace in the worker. Without the
-`opentelemetry` package these do nothing."""
+"""OpenTelemetry, when installed and configured: an enqueue span whose context travels with the
+job (its `headers`), and a span per attempt that continues that trace in the worker. Without the
+`opentelemetry` package, or before a tracer provider is set, these do nothing (and cost
+nothing on the hot path)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,16 @@ if TYPE_CHECKING:
 _TRACER_NAME = "kongflow"
 
 
+def _tracing() -> bool:
+    return trace is not None and not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
+
+
 @contextmanager
 def enqueue_span(identifier: str, queue_name: str | None) -> Iterator[dict[str, str] | None]:
     """Yields the headers that carry the current trace to the job (None without tracing)."""
-    if trace is None:
+    if not _tracing():
         yield None
         return
     tracer = trace.get_tracer(_TRACER_NAME)
@@ -40,7 +47,7 @@ def enqueue_span(identifier: str, queue_name: str | None) -> Iterator[dict[str, 
 @contextmanager
 def job_span(job: Job) -> Iterator[Any]:
     """A span for one attempt, a child of the span that enqueued the job."""
-    if trace is None:
+    if not _tracing():
         yield None
         return
     tracer = trace.get_tracer(_TRACER_NAME)
