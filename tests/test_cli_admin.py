@@ -127,3 +127,29 @@ def test_unreachable_database_is_reported_clearly() -> None:
     assert out.exit_code == 1
     assert "cannot reach PostgreSQL" in out.output
     assert "Traceback" not in out.output
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    import json
+    import logging
+
+    from kongflow.cli.worker import JsonFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "kongflow.worker", logging.ERROR, __file__, 1, "job %s failed", (7,), None
+        )
+        import sys
+
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert (entry["level"], entry["logger"], entry["message"]) == (
+        "ERROR",
+        "kongflow.worker",
+        "job 7 failed",
+    )
+    assert "ValueError: boom" in entry["exception"]
