@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kongflow.cli import admin, db, tasks, worker
+from kongflow.cli import admin, db, env, tasks, worker
 from kongflow.cli.common import DatabaseUrl, Schema, console
 from kongflow.settings import DEFAULT_SCHEMA
 
@@ -12,6 +12,7 @@ app = typer.Typer(help="kongflow: durable background jobs on PostgreSQL.", no_ar
 app.add_typer(db.app, name="db")
 app.add_typer(admin.queues_app, name="queues")
 app.add_typer(admin.jobs_app, name="jobs")
+app.add_typer(env.app, name="env")
 app.command("migrate")(db.migrate_command)
 app.command("worker")(worker.worker)
 app.command("tasks")(tasks.tasks)

@@ -13,6 +13,7 @@ from psycopg_pool import PoolTimeout
 from rich.console import Console
 
 from kongflow import embedded
+from kongflow.jobs.schema import ALL_COMPONENTS
 from kongflow.queue.client import Client
 from kongflow.queue.migrate import MigrationError
 from kongflow.settings import validate_schema
@@ -81,7 +82,7 @@ def with_client(database_url: str | None, schema: str, work: Callable[[Client], 
     async def run() -> T:
         # Fail fast with the driver's own reason, rather than after the pool's timeout.
         await (await psycopg.AsyncConnection.connect(url, connect_timeout=10)).close()
-        async with Client(url, schema=checked_schema(schema)) as client:
+        async with Client(url, schema=checked_schema(schema), components=ALL_COMPONENTS) as client:
             return await work(client)
 
     return run_db(url, run())

@@ -15,7 +15,7 @@ from kongflow.cli.common import (
     run_db,
     start_embedded,
 )
-from kongflow.queue.migrate import migrate
+from kongflow.jobs.schema import migrate_service
 from kongflow.settings import DEFAULT_SCHEMA
 
 app = typer.Typer(help="Manage the embedded PostgreSQL (used when DATABASE_URL is unset).")
@@ -23,7 +23,7 @@ app = typer.Typer(help="Manage the embedded PostgreSQL (used when DATABASE_URL i
 
 async def _migrate(url: str, schema: str) -> int:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        return len(await migrate(conn, schema))
+        return len(await migrate_service(conn, schema))
 
 
 def run_migrations(database_url: str | None, schema: str) -> tuple[str, int]:
@@ -33,7 +33,8 @@ def run_migrations(database_url: str | None, schema: str) -> tuple[str, int]:
 
 
 def migrate_command(database_url: DatabaseUrl = None, schema: Schema = DEFAULT_SCHEMA) -> None:
-    """Create or upgrade kongflow's schema (safe to run from several processes at once)."""
+    """Create or upgrade kongflow's schema, engine and jobs service (safe to run from several
+    processes at once)."""
     _, applied = run_migrations(database_url, schema)
     console.print(
         f"schema [bold]{schema}[/bold]: "

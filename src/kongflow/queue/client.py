@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
 from kongflow.queue.metrics import Metrics
-from kongflow.queue.migrate import migrate
+from kongflow.queue.migrate import ENGINE_COMPONENT, migrate
 from kongflow.queue.models import (
     Job,
     JobKeyMode,
@@ -44,7 +44,8 @@ class Client:
     """A handle on one kongflow schema: `async with Client(url) as client: ...`.
 
     With no URL it uses DATABASE_URL, else the embedded PostgreSQL. Opening it applies pending
-    migrations unless `migrate=False`.
+    migrations (the engine's, and those of the layers named in `components`) unless
+    `migrate=False`.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class Client:
         max_connections: int = 10,
         migrate: bool = True,
         metrics: Metrics | None = None,
+        components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
     ) -> None:
         self.schema = validate_schema(schema)
         self._database_url = database_url
@@ -63,6 +65,7 @@ class Client:
         self._owns_pool = pool is None
         self._max_connections = max_connections
         self._migrate = migrate
+        self._components = list(components)
         self._metrics = metrics
         self._sql = engine_sql(self.schema)
 
@@ -109,7 +112,7 @@ class Client:
 
     async def migrate(self) -> None:
         async with self.pool.connection() as conn:
-            await migrate(conn, self.schema)
+            await migrate(conn, self.schema, self._components)
 
     async def add_job(
         self,

@@ -1,0 +1,113 @@
+"""Organizations, projects and runtime environments, and the API keys that authenticate them.
+
+Keys have trigger.dev's form `tr_<dev|stg|prod>_<24 letters and digits>` (its SDK refuses
+others). They are looked up by SHA-256 and then compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from psycopg.rows import class_row
+
+from kongflow.jobs.sql import jobs_sql
+from kongflow.queue.client import Client
+
+EnvironmentType = Literal["DEVELOPMENT", "STAGING", "PRODUCTION"]
+ENVIRONMENT_SLUGS: dict[str, str] = {"DEVELOPMENT": "dev", "STAGING": "stg", "PRODUCTION": "prod"}
+API_KEY = re.compile(r"^tr_(dev|stg|prod)_[A-Za-z0-9]{24}$")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class Environment:
+    id: str
+    slug: str
+    type: str
+    api_key: str
+    project_id: str
+    project_slug: str
+    project_name: str
+    organization_id: str
+    organization_slug: str
+    organization_title: str
+
+
+def generate_api_key(environment_type: str) -> str:
+    slug = ENVIRONMENT_SLUGS[environment_type]
+    return f"tr_{slug}_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def key_digest(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+def check_slug(value: str, what: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            f"{what} must be lower-case letters, digits and dashes (e.g. 'my-project'), "
+            f"got {value!r}"
+        )
+    return value
+
+
+class EnvironmentService:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._sql = jobs_sql(client.schema)
+
+    async def ensure(
+        self,
+        organization: str = "default",
+        project: str = "default",
+        environment_type: str = "DEVELOPMENT",
+    ) -> Environment:
+        """The environment of this type in org/project, created (with both) if missing."""
+        check_slug(organization, "organization")
+        check_slug(project, "project")
+        if environment_type not in ENVIRONMENT_SLUGS:
+            raise ValueError(
+                f"environment type must be one of {', '.join(ENVIRONMENT_SLUGS)}, "
+                f"got {environment_type!r}"
+            )
+        slug = ENVIRONMENT_SLUGS[environment_type]
+        api_key = generate_api_key(environment_type)
+        async with self.client.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(self._sql.upsert_organization, (organization, organization))
+            organization_id = _one(await cur.fetchone())
+            cur = await conn.execute(self._sql.upsert_project, (organization_id, project, project))
+            project_id = _one(await cur.fetchone())
+            await conn.execute(
+                self._sql.insert_environment,
+                (project_id, organization_id, slug, environment_type, api_key, key_digest(api_key)),
+            )
+            async with conn.cursor(row_factory=class_row(Environment)) as env_cur:
+                await env_cur.execute(self._sql.find_environment, (project_id, slug))
+                found: Environment | None = await env_cur.fetchone()
+        assert found is not None
+        return found
+
+    async def authenticate(self, api_key: str) -> Environment | None:
+        """The environment this key belongs to, or None."""
+        if not API_KEY.match(api_key or ""):
+            return None
+        async with (
+            self.client.pool.connection() as conn,
+            conn.cursor(row_factory=class_row(Environment)) as cur,
+        ):
+            await cur.execute(self._sql.environment_by_key_hash, (key_digest(api_key),))
+            environment: Environment | None = await cur.fetchone()
+        if environment is None or not hmac.compare_digest(environment.api_key, api_key):
+            return None
+        return environment
+
+
+def _one(row: Any) -> str:
+    assert row is not None
+    return str(row[0])
