@@ -15,6 +15,19 @@ class JobsSQL:
     find_environment: str
     insert_environment: str
     environment_by_key_hash: str
+    upsert_endpoint: str
+    upsert_job: str
+    upsert_job_version: str
+    latest_job_version: str
+    insert_event: str
+    insert_run: str
+    run_for_start: str
+    next_run_number: str
+    queue_run: str
+    set_run_status: str
+    record_status: str
+    get_run: str
+    run_statuses: str
 
 
 _ENVIRONMENT_COLUMNS = (
@@ -51,5 +64,62 @@ def jobs_sql(schema: str) -> JobsSQL:
         ),
         environment_by_key_hash=(
             f"select {_ENVIRONMENT_COLUMNS} {environment_from} where e.api_key_sha256 = %s"
+        ),
+        upsert_endpoint=(
+            f"insert into {s}.endpoints (environment_id, slug, url) values (%s, %s, %s)"
+            " on conflict (environment_id, slug) do update set url = excluded.url,"
+            " updated_at = now() returning id"
+        ),
+        upsert_job=(
+            f"insert into {s}.job_definitions (project_id, slug, title) values (%s, %s, %s)"
+            " on conflict (project_id, slug) do update set title = excluded.title returning id"
+        ),
+        upsert_job_version=(
+            f"insert into {s}.job_versions (job_id, environment_id, endpoint_id, version,"
+            " event_name, event_source, event_filter, metadata)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " on conflict (job_id, environment_id, version) do update set"
+            " endpoint_id = excluded.endpoint_id, event_name = excluded.event_name,"
+            " event_source = excluded.event_source, event_filter = excluded.event_filter,"
+            " metadata = excluded.metadata returning id"
+        ),
+        latest_job_version=(
+            f"select j.id as job_id, j.slug as job_slug, v.id as version_id, v.version,"
+            " v.endpoint_id, v.event_name, v.event_source"
+            f" from {s}.job_definitions j join {s}.job_versions v on v.job_id = j.id"
+            " where j.project_id = %s and j.slug = %s and v.environment_id = %s"
+            " order by v.created_at desc limit 1"
+        ),
+        insert_event=(
+            f"insert into {s}.event_records (environment_id, event_id, name, source, payload,"
+            " context, is_test) values (%s, %s, %s, %s, %s, %s, %s)"
+            " on conflict (environment_id, event_id) do nothing returning id"
+        ),
+        insert_run=(
+            f"insert into {s}.job_runs (job_id, version_id, environment_id, endpoint_id,"
+            " event_id, is_test, idempotency_key) values (%s, %s, %s, %s, %s, %s, %s)"
+            " returning id"
+        ),
+        run_for_start=f"select id, job_id, status from {s}.job_runs where id = %s for update",
+        next_run_number=(
+            f"insert into {s}.job_run_counters (job_id, last_number) values (%s, 1)"
+            " on conflict (job_id) do update set"
+            f" last_number = {s}.job_run_counters.last_number + 1 returning last_number"
+        ),
+        queue_run=(
+            f"update {s}.job_runs set number = %s, status = 'QUEUED', queued_at = now(),"
+            " updated_at = now() where id = %s"
+        ),
+        set_run_status=(f"update {s}.job_runs set status = %s, updated_at = now() where id = %s"),
+        record_status=(
+            f"insert into {s}.run_status_history (run_id, status, detail) values (%s, %s, %s)"
+        ),
+        get_run=(
+            f"select r.*, j.slug as job_slug from {s}.job_runs r"
+            f" join {s}.job_definitions j on j.id = r.job_id"
+            " where r.id = %s and r.environment_id = %s"
+        ),
+        run_statuses=(
+            f"select status, detail, at from {s}.run_status_history where run_id = %s order by id"
         ),
     )

@@ -1,0 +1,110 @@
+"""TestJob and startRun: one transaction, run numbers under concurrency, status history."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from kongflow import Client, RunningJob
+from kongflow.jobs import Environment, EnvironmentService
+from kongflow.jobs.registry import JobMetadata, Registry
+from kongflow.jobs.runs import JobNotFoundError, RunService
+from kongflow.jobs.schema import ALL_COMPONENTS
+from kongflow.workerqueue import WorkerQueue
+from kongflow.workerqueue.catalog import TRIGGER_CATALOG
+from tests.helpers import count_jobs
+
+
+class Setup:
+    def __init__(self, client: Client, env: Environment, runs: RunService) -> None:
+        self.client, self.env, self.runs = client, env, runs
+        self.executions: list[str] = []
+
+
+@pytest.fixture
+async def setup(database_url: str, schema: str) -> AsyncIterator[Setup]:
+    async with Client(database_url, schema=schema, components=ALL_COMPONENTS) as client:
+        env = await EnvironmentService(client).ensure("acme", "web")
+        registry = Registry(schema)
+        async with client.pool.connection() as conn, conn.transaction():
+            endpoint = await registry.register_endpoint(conn, env, "my-app", "http://127.0.0.1:1")
+            await registry.register_job(
+                conn,
+                env,
+                endpoint,
+                JobMetadata.model_validate(
+                    {
+                        "id": "send-welcome",
+                        "name": "Send welcome",
+                        "version": "1.0.0",
+                        "event": {"name": "user.created"},
+                    }
+                ),
+            )
+        holder: dict[str, Any] = {}
+
+        async def execute(payload: Any, job: RunningJob) -> None:
+            holder["setup"].executions.append(payload.id)
+
+        queue = WorkerQueue(
+            TRIGGER_CATALOG,
+            client=client,
+            poll_interval=0.05,
+            handlers={"performRunExecution": execute},
+        )
+        runs = RunService(queue)
+        queue.handlers.update(runs.handlers())
+        result = Setup(client, env, runs)
+        holder["setup"] = result
+        yield result
+        await queue.stop()
+
+
+async def test_test_job_creates_event_run_and_start_job_together(setup: Setup) -> None:
+    queued = await setup.runs.test_job(setup.env, "send-welcome", {"userId": 7})
+    assert queued.status == "queued"
+    assert queued.event_id.startswith("test:user.created:")
+    run = await setup.runs.get_run(setup.env, queued.run_id)
+    assert run is not None
+    assert (run["status"], run["is_test"], run["number"]) == ("PENDING", True, None)
+    assert [s["status"] for s in run["statuses"]] == ["PENDING"]
+    assert await count_jobs(setup.client, "task_identifier = 'startRun'") == 1
+
+
+async def test_test_job_for_an_unknown_job_leaves_nothing(setup: Setup) -> None:
+    with pytest.raises(JobNotFoundError, match="nope"):
+        await setup.runs.test_job(setup.env, "nope")
+    async with setup.client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select (select count(*) from "{setup.client.schema}".event_records),'  # type: ignore[arg-type]
+            f' (select count(*) from "{setup.client.schema}".job_runs)'
+        )
+        assert await cur.fetchone() == (0, 0)
+    assert await count_jobs(setup.client) == 0
+
+
+async def test_start_run_numbers_runs_and_queues_their_execution(setup: Setup) -> None:
+    queued = await asyncio.gather(
+        *(setup.runs.test_job(setup.env, "send-welcome") for _ in range(20))
+    )
+    await setup.runs.queue.start()
+    assert setup.runs.queue.worker is not None
+    await setup.runs.queue.worker.drain()
+    numbers = []
+    for q in queued:
+        run = await setup.runs.get_run(setup.env, q.run_id)
+        assert run is not None
+        assert run["status"] == "QUEUED"
+        assert [s["status"] for s in run["statuses"]] == ["PENDING", "QUEUED"]
+        numbers.append(run["number"])
+    assert sorted(numbers) == list(range(1, 21))
+    assert sorted(setup.executions) == sorted(q.run_id for q in queued)
+
+
+async def test_runs_of_another_environment_are_not_visible(setup: Setup) -> None:
+    queued = await setup.runs.test_job(setup.env, "send-welcome")
+    other = await EnvironmentService(setup.client).ensure("other-org", "web")
+    assert await setup.runs.get_run(other, queued.run_id) is None
