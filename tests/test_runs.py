@@ -14,7 +14,7 @@ from kongflow.jobs.registry import JobMetadata, Registry
 from kongflow.jobs.runs import JobNotFoundError, RunService
 from kongflow.jobs.schema import ALL_COMPONENTS
 from kongflow.workerqueue import WorkerQueue
-from kongflow.workerqueue.catalog import TRIGGER_CATALOG
+from kongflow.workerqueue.catalog import TRIGGER_CATALOG, IdPayload
 from tests.helpers import count_jobs
 
 
@@ -108,3 +108,24 @@ async def test_runs_of_another_environment_are_not_visible(setup: Setup) -> None
     queued = await setup.runs.test_job(setup.env, "send-welcome")
     other = await EnvironmentService(setup.client).ensure("other-org", "web")
     assert await setup.runs.get_run(other, queued.run_id) is None
+
+
+async def test_cancel_removes_the_pending_execution_and_is_final(setup: Setup) -> None:
+    queued = await setup.runs.test_job(setup.env, "send-welcome")
+    await setup.runs.queue.open()
+    # start the run by hand so that its execution is queued but not run
+    await setup.runs.start_run(IdPayload(id=queued.run_id), None)  # type: ignore[arg-type]
+    assert await count_jobs(setup.client, "task_identifier = 'performRunExecution'") == 1
+
+    cancelled = await setup.runs.cancel_run(setup.env, queued.run_id)
+    assert cancelled is not None
+    assert cancelled["status"] == "CANCELED"
+    assert cancelled["completed_at"] is not None
+    assert [s["status"] for s in cancelled["statuses"]] == ["PENDING", "QUEUED", "CANCELED"]
+    assert await count_jobs(setup.client, "task_identifier = 'performRunExecution'") == 0
+
+    again = await setup.runs.cancel_run(setup.env, queued.run_id)  # terminal: unchanged
+    assert again is not None
+    assert [s["status"] for s in again["statuses"]] == ["PENDING", "QUEUED", "CANCELED"]
+    other = await EnvironmentService(setup.client).ensure("elsewhere", "web")
+    assert await setup.runs.cancel_run(other, queued.run_id) is None

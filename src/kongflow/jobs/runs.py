@@ -112,6 +112,20 @@ class RunService:
                 job_key=f"performRunExecution:{payload.id}",
             )
 
+    async def cancel_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
+        """CANCELED from any non-terminal status; the run's pending execution is removed (a
+        running one finishes its attempt but is not retried). None if there is no such run."""
+        async with self.queue.transaction() as tx:
+            cur = await tx.conn.execute(self._sql.lock_run, (run_id, environment.id))
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            if row[0] not in TERMINAL:
+                await tx.conn.execute(self._sql.cancel_run, (run_id,))
+                await tx.conn.execute(self._sql.record_status, (run_id, "CANCELED", None))
+                await tx.dequeue(f"performRunExecution:{run_id}")
+        return await self.get_run(environment, run_id)
+
     async def get_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
         async with (
             self.queue.client.pool.connection() as conn,

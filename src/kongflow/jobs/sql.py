@@ -28,6 +28,8 @@ class JobsSQL:
     record_status: str
     get_run: str
     run_statuses: str
+    lock_run: str
+    cancel_run: str
 
 
 _ENVIRONMENT_COLUMNS = (
@@ -118,6 +120,13 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"select r.*, j.slug as job_slug from {s}.job_runs r"
             f" join {s}.job_definitions j on j.id = r.job_id"
             " where r.id = %s and r.environment_id = %s"
+        ),
+        lock_run=(
+            f"select status from {s}.job_runs where id = %s and environment_id = %s for update"
+        ),
+        cancel_run=(
+            f"update {s}.job_runs set status = 'CANCELED', completed_at = now(),"
+            " updated_at = now() where id = %s"
         ),
         run_statuses=(
             f"select status, detail, at from {s}.run_status_history where run_id = %s order by id"
