@@ -13,7 +13,9 @@ from rich.table import Table
 from kongflow.cli.common import DatabaseUrl, Schema, console, err, fail, with_client
 from kongflow.queue.client import Client
 from kongflow.queue.cron import parse_duration
+from kongflow.queue.maintenance import MaintenanceOptions, cleanup_jobs
 from kongflow.queue.models import Job
+from kongflow.queue.sql import engine_sql
 from kongflow.settings import DEFAULT_SCHEMA
 
 queues_app = typer.Typer(help="Queues: jobs by state, limits, pause and resume.")
@@ -141,7 +143,7 @@ def show(
             console.print(error["traceback"], markup=False, highlight=False)
 
 
-def _act(ids: list[int], verb: str, done: list[Any], database_url: str | None) -> None:
+def _act(ids: list[int], verb: str, done: list[Any]) -> None:
     hit = {job.id if isinstance(job, Job) else job for job in done}
     for job_id in ids:
         if job_id in hit:
@@ -159,7 +161,7 @@ def retry(ids: JobIds, database_url: DatabaseUrl = None, schema: Schema = DEFAUL
     async def work(client: Client) -> list[Job]:
         return [job for i in ids if (job := await client.retry_job(i)) is not None]
 
-    _act(ids, "ready to run", with_client(database_url, schema, work), database_url)
+    _act(ids, "ready to run", with_client(database_url, schema, work))
 
 
 @jobs_app.command("cancel")
@@ -169,14 +171,14 @@ def cancel(ids: JobIds, database_url: DatabaseUrl = None, schema: Schema = DEFAU
     async def work(client: Client) -> list[Job]:
         return [job for i in ids if (job := await client.cancel_job(i)) is not None]
 
-    _act(ids, "cancelled", with_client(database_url, schema, work), database_url)
+    _act(ids, "cancelled", with_client(database_url, schema, work))
 
 
 @jobs_app.command("remove")
 def remove(ids: JobIds, database_url: DatabaseUrl = None, schema: Schema = DEFAULT_SCHEMA) -> None:
     """Delete jobs that are not running, finished ones included."""
     deleted = with_client(database_url, schema, lambda c: c.delete_jobs(ids))
-    _act(ids, "removed", deleted, database_url)
+    _act(ids, "removed", deleted)
 
 
 def cleanup(
@@ -196,8 +198,11 @@ def cleanup(
     except ValueError as exc:
         raise fail(str(exc)) from exc
 
+    options = MaintenanceOptions(
+        completed_retention=completed, failed_retention=failed, cleanup_batch=batch
+    )
+
     async def work(client: Client) -> tuple[int, int]:
-        totals = [0, 0]
         with Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -206,21 +211,13 @@ def cleanup(
             transient=True,
         ) as progress:
             bar = progress.add_task("deleting")
-            while True:
-                async with client.pool.connection() as conn:
-                    cur = await conn.execute(client._sql.cleanup_jobs, (completed, failed, batch))
-                    row = await cur.fetchone()
-                assert row is not None
-                totals[0] += row[0]
-                totals[1] += row[1]
+
+            def show(finished: int, failed: int) -> None:
                 progress.update(
-                    bar, description=f"deleted {totals[0]:,} finished, {totals[1]:,} failed"
+                    bar, description=f"deleted {finished:,} finished, {failed:,} failed"
                 )
-                if max(row[0], row[1]) < batch:
-                    break
-            async with client.pool.connection() as conn:
-                await conn.execute(client._sql.gc_job_queues)
-        return totals[0], totals[1]
+
+            return await cleanup_jobs(client.pool, engine_sql(client.schema), options, show)
 
     finished, failed_count = with_client(database_url, schema, work)
     console.print(f"deleted {finished:,} finished and {failed_count:,} failed job(s)")

@@ -26,6 +26,36 @@ QueueReporter = Callable[[list[dict[str, Any]]], Awaitable[None] | None]
 LEASE_NAME = "maintenance"
 
 
+async def cleanup_jobs(
+    pool: AsyncConnectionPool[Any],
+    sql: Any,
+    options: MaintenanceOptions,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int]:
+    """Delete what is past retention, a batch per transaction, then collect empty queues.
+    Returns (finished, failed) deleted; `on_progress` sees the running totals."""
+    finished = failed = 0
+    while True:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                sql.cleanup_jobs,
+                (options.completed_retention, options.failed_retention, options.cleanup_batch),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        finished += row[0]
+        failed += row[1]
+        if on_progress is not None:
+            on_progress(finished, failed)
+        if max(row[0], row[1]) < options.cleanup_batch:
+            break
+    async with pool.connection() as conn:
+        await conn.execute(sql.gc_job_queues)
+    if finished or failed:
+        log.info("cleanup: deleted %d finished and %d failed job(s)", finished, failed)
+    return finished, failed
+
+
 @dataclass(frozen=True)
 class MaintenanceOptions:
     """Retention of completed and cancelled jobs (0 = not kept at all) and of permanently failed
@@ -120,26 +150,7 @@ class Maintenance:
         return ids
 
     async def cleanup(self) -> tuple[int, int]:
-        """Delete what is past retention, in batches; then collect empty queues."""
-        finished = failed = 0
-        while True:
-            row = await self._fetchone(
-                self._sql.cleanup_jobs,
-                (
-                    self.options.completed_retention,
-                    self.options.failed_retention,
-                    self.options.cleanup_batch,
-                ),
-            )
-            assert row is not None
-            finished += row[0]
-            failed += row[1]
-            if max(row[0], row[1]) < self.options.cleanup_batch:
-                break
-        await self._fetchone(self._sql.gc_job_queues, ())
-        if finished or failed:
-            log.info("cleanup: deleted %d finished and %d failed job(s)", finished, failed)
-        return finished, failed
+        return await cleanup_jobs(self._pool, self._sql, self.options)
 
     async def report(self) -> None:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

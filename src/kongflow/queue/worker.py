@@ -470,9 +470,7 @@ class Worker:
     def _record_failure(
         self, worker_id: str, job: RunningJob, task: Task | None, error: BaseException
     ) -> None:
-        permanent = (
-            task is None or isinstance(error, PermanentFailure) or job.attempts >= job.max_attempts
-        )
+        permanent = isinstance(error, PermanentFailure) or job.attempts >= job.max_attempts
         details = {
             "type": type(error).__name__,
             "message": _storable_text(f"{type(error).__name__}: {error}"),
