@@ -10,9 +10,10 @@ import pytest
 
 from kongflow import Client, RunningJob
 from kongflow.jobs import Environment, EnvironmentService
-from kongflow.jobs.registry import JobMetadata, Registry
+from kongflow.jobs.registry import Registry
 from kongflow.jobs.runs import JobNotFoundError, RunService
 from kongflow.jobs.schema import ALL_COMPONENTS
+from kongflow.protocol import JobMetadata
 from kongflow.workerqueue import WorkerQueue
 from kongflow.workerqueue.catalog import TRIGGER_CATALOG, IdPayload
 from tests.helpers import count_jobs
@@ -30,7 +31,9 @@ async def setup(database_url: str, schema: str) -> AsyncIterator[Setup]:
         env = await EnvironmentService(client).ensure("acme", "web")
         registry = Registry(schema)
         async with client.pool.connection() as conn, conn.transaction():
-            endpoint = await registry.register_endpoint(conn, env, "my-app", "http://127.0.0.1:1")
+            endpoint = (
+                await registry.register_endpoint(conn, env, "my-app", "http://127.0.0.1:1")
+            )["id"]
             await registry.register_job(
                 conn,
                 env,
@@ -49,11 +52,14 @@ async def setup(database_url: str, schema: str) -> AsyncIterator[Setup]:
         async def execute(payload: Any, job: RunningJob) -> None:
             holder["setup"].executions.append(payload.id)
 
+        async def finished(payload: Any, job: RunningJob) -> None:
+            pass
+
         queue = WorkerQueue(
             TRIGGER_CATALOG,
             client=client,
             poll_interval=0.05,
-            handlers={"performRunExecution": execute},
+            handlers={"performRunExecution": execute, "runFinished": finished},
         )
         runs = RunService(queue)
         queue.handlers.update(runs.handlers())

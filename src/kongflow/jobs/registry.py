@@ -5,31 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from kongflow.jobs.environments import Environment
 from kongflow.jobs.sql import jobs_sql
-
-
-class EventSpecification(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
-
-    name: str
-    source: str = "trigger.dev"
-    filter: dict[str, Any] | None = None
-
-
-class JobMetadata(BaseModel):
-    """A job as an endpoint describes it (trigger.dev's JobMetadata, the fields kongflow uses)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
-
-    id: str = Field(min_length=1)
-    name: str
-    version: str
-    event: EventSpecification
+from kongflow.protocol import JobMetadata
 
 
 class Registry:
@@ -40,9 +21,13 @@ class Registry:
 
     async def register_endpoint(
         self, conn: AsyncConnection[Any], environment: Environment, slug: str, url: str
-    ) -> str:
-        cur = await conn.execute(self._sql.upsert_endpoint, (environment.id, slug, url))
-        return _id(await cur.fetchone())
+    ) -> dict[str, Any]:
+        """The endpoint (created, or its URL updated) as a row."""
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(self._sql.upsert_endpoint, (environment.id, slug, url))
+            row = await cur.fetchone()
+        assert row is not None
+        return row
 
     async def register_job(
         self,
@@ -62,13 +47,20 @@ class Registry:
                 environment.id,
                 endpoint_id,
                 job.version,
-                event.name,
+                event.names,
                 event.source,
                 Jsonb(event.filter) if event.filter is not None else None,
-                Jsonb(job.model_dump(mode="json", by_alias=True)),
+                Jsonb(job.wire()),
             ),
         )
         return _id(await cur.fetchone())
+
+    async def list_endpoints(
+        self, conn: AsyncConnection[Any], environment: Environment
+    ) -> list[dict[str, Any]]:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(self._sql.list_endpoints, (environment.id,))
+            return await cur.fetchall()
 
 
 def _id(row: Any) -> str:

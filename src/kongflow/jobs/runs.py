@@ -1,10 +1,13 @@
-"""Job runs: TestJob creates the event and the run and queues `startRun` in one transaction;
-`startRun` numbers the run and queues its execution. Every status change is kept as history."""
+"""Job runs: how they are created (TestJob, invoke, event dispatch), started, cancelled and
+read. A run is created in the same transaction as its event and its `startRun` job, so a
+failure leaves nothing behind; every status change is kept as history."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -17,6 +20,7 @@ from kongflow.queue.errors import KongflowError
 from kongflow.queue.tasks import RunningJob
 from kongflow.workerqueue import WorkerQueue
 from kongflow.workerqueue.catalog import IdPayload
+from kongflow.workerqueue.queue import Transaction
 
 TERMINAL = frozenset(
     {"SUCCESS", "FAILURE", "TIMED_OUT", "ABORTED", "CANCELED", "UNRESOLVED_AUTH", "INVALID_PAYLOAD"}
@@ -40,6 +44,20 @@ class QueuedRun:
         return f"run {self.run_id} queued for event {self.event_id}"
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event as a sender describes it; `id` defaults to a fresh one."""
+
+    name: str
+    payload: Any = None
+    context: Any = None
+    id: str | None = None
+    source: str = "trigger.dev"
+    timestamp: datetime | None = None
+    deliver_at: datetime | None = None
+    is_test: bool = False
+
+
 class RunService:
     def __init__(self, queue: WorkerQueue) -> None:
         self.queue = queue
@@ -47,6 +65,8 @@ class RunService:
 
     def handlers(self) -> dict[str, Any]:
         return {"startRun": self.start_run}
+
+    # -- creating runs -----------------------------------------------------------------------
 
     async def test_job(
         self, environment: Environment, job_slug: str, payload: Any = None
@@ -58,41 +78,122 @@ class RunService:
             # take the next free millisecond.
             millis = int(time.time() * 1000)
             while True:
-                event_id = f"test:{version['event_name']}:{millis}"
-                cur = await tx.conn.execute(
-                    self._sql.insert_event,
-                    (
-                        environment.id,
-                        event_id,
-                        version["event_name"],
-                        version["event_source"],
-                        Jsonb(payload if payload is not None else {}),
-                        Jsonb({}),
-                        True,
+                event = await self.store_event(
+                    tx.conn,
+                    environment,
+                    NewEvent(
+                        id=f"test:{version['event_name']}:{millis}",
+                        name=version["event_name"],
+                        source=version["event_source"],
+                        payload=payload if payload is not None else {},
+                        is_test=True,
                     ),
                 )
-                event_row = await cur.fetchone()
-                if event_row is not None:
+                if event is not None:
                     break
                 millis += 1
-            cur = await tx.conn.execute(
-                self._sql.insert_run,
-                (
-                    version["job_id"],
-                    version["version_id"],
-                    environment.id,
-                    version["endpoint_id"],
-                    event_row[0],
-                    True,
-                    None,
+            run_id = await self.create_run(tx, environment, version, event["id"], is_test=True)
+        return QueuedRun(run_id, event["event_id"])
+
+    async def invoke(
+        self,
+        environment: Environment,
+        job_slug: str,
+        payload: Any = None,
+        *,
+        context: Any = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+    ) -> tuple[QueuedRun, bool]:
+        """Invoke a job directly. A repeated `idempotency_key` returns the first run (and
+        False: nothing new was created). `callback_url` is told of the run's outcome."""
+        async with self.queue.transaction() as tx:
+            if idempotency_key is not None:
+                # Serialises invokes with the same key, so exactly one creates the run.
+                await tx.conn.execute(
+                    self._sql.lock_idempotency_key, (f"{environment.id}:{idempotency_key}",)
+                )
+                cur = await tx.conn.execute(
+                    self._sql.run_by_idempotency_key, (environment.id, idempotency_key)
+                )
+                existing = await cur.fetchone()
+                if existing is not None:
+                    return QueuedRun(str(existing[0]), str(existing[1])), False
+            version = await self._latest_version(tx.conn, environment, job_slug)
+            event = await self.store_event(
+                tx.conn,
+                environment,
+                NewEvent(
+                    name=version["event_name"],
+                    source=version["event_source"],
+                    payload=payload if payload is not None else {},
+                    context=context,
                 ),
             )
-            run_row = await cur.fetchone()
-            assert run_row is not None
-            run_id = str(run_row[0])
-            await self._record(tx.conn, run_id, "PENDING")
-            await tx.enqueue("startRun", {"id": run_id})
-        return QueuedRun(run_id, event_id)
+            assert event is not None  # a fresh id
+            run_id = await self.create_run(
+                tx, environment, version, event["id"], idempotency_key=idempotency_key
+            )
+            if callback_url is not None:
+                for outcome in ("SUCCESS", "FAILURE"):
+                    await tx.conn.execute(
+                        self._sql.insert_subscription, (run_id, callback_url, outcome)
+                    )
+        return QueuedRun(run_id, event["event_id"]), True
+
+    async def store_event(
+        self, conn: AsyncConnection[Any], environment: Environment, event: NewEvent
+    ) -> dict[str, Any] | None:
+        """The stored event record, or None if this environment already has that event id."""
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                self._sql.insert_event,
+                (
+                    environment.id,
+                    event.id or uuid.uuid4().hex,
+                    event.name,
+                    event.source,
+                    Jsonb(event.payload),
+                    Jsonb(event.context if event.context is not None else {}),
+                    event.is_test,
+                    event.timestamp,
+                    event.deliver_at,
+                ),
+            )
+            row: dict[str, Any] | None = await cur.fetchone()
+        return row
+
+    async def create_run(
+        self,
+        tx: Transaction,
+        environment: Environment,
+        version: dict[str, Any],
+        event_record_id: str,
+        *,
+        is_test: bool = False,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """A PENDING run of this job version for this event, and its `startRun` job."""
+        cur = await tx.conn.execute(
+            self._sql.insert_run,
+            (
+                version["job_id"],
+                version["version_id"],
+                environment.id,
+                version["endpoint_id"],
+                event_record_id,
+                is_test,
+                idempotency_key,
+            ),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        run_id = str(row[0])
+        await self.record_status(tx.conn, run_id, "PENDING")
+        await tx.enqueue("startRun", {"id": run_id})
+        return run_id
+
+    # -- the run's life ----------------------------------------------------------------------
 
     async def start_run(self, payload: IdPayload, job: RunningJob) -> None:
         """PENDING -> QUEUED with the job's next run number, and queue the execution."""
@@ -105,16 +206,15 @@ class RunService:
             number = await cur.fetchone()
             assert number is not None
             await tx.conn.execute(self._sql.queue_run, (number[0], payload.id))
-            await tx.conn.execute(self._sql.record_status, (payload.id, "QUEUED", None))
+            await self.record_status(tx.conn, payload.id, "QUEUED")
             await tx.enqueue(
-                "performRunExecution",
-                {"id": payload.id},
-                job_key=f"performRunExecution:{payload.id}",
+                "performRunExecution", {"id": payload.id}, job_key=execution_key(payload.id)
             )
 
     async def cancel_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
         """CANCELED from any non-terminal status; the run's pending execution is removed (a
-        running one finishes its attempt but is not retried). None if there is no such run."""
+        running one finishes its attempt but its result is ignored and it is not retried).
+        None if there is no such run."""
         async with self.queue.transaction() as tx:
             cur = await tx.conn.execute(self._sql.lock_run, (run_id, environment.id))
             row = await cur.fetchone()
@@ -122,22 +222,40 @@ class RunService:
                 return None
             if row[0] not in TERMINAL:
                 await tx.conn.execute(self._sql.cancel_run, (run_id,))
-                await tx.conn.execute(self._sql.record_status, (run_id, "CANCELED", None))
-                await tx.dequeue(f"performRunExecution:{run_id}")
+                await self.record_status(tx.conn, run_id, "CANCELED")
+                await tx.dequeue(execution_key(run_id))
+                await tx.enqueue("runFinished", {"id": run_id})
         return await self.get_run(environment, run_id)
 
-    async def get_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
+    async def record_status(
+        self, conn: AsyncConnection[Any], run_id: str, status: str, detail: Any = None
+    ) -> None:
+        await conn.execute(
+            self._sql.record_status,
+            (run_id, status, Jsonb(detail) if detail is not None else None),
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get_run(
+        self, environment: Environment, run_id: str, *, statuses: bool = True
+    ) -> dict[str, Any] | None:
+        """The run with its status history, or None if this environment has no such run."""
         async with (
             self.queue.client.pool.connection() as conn,
             conn.cursor(row_factory=dict_row) as cur,
         ):
             await cur.execute(self._sql.get_run, (run_id, environment.id))
             run: dict[str, Any] | None = await cur.fetchone()
-            if run is None:
-                return None
+            if run is None or not statuses:
+                return run
             await cur.execute(self._sql.run_statuses, (run_id,))
             run["statuses"] = await cur.fetchall()
             return run
+
+    async def latest_version(self, environment: Environment, job_slug: str) -> dict[str, Any]:
+        async with self.queue.client.pool.connection() as conn:
+            return await self._latest_version(conn, environment, job_slug)
 
     async def _latest_version(
         self, conn: AsyncConnection[Any], environment: Environment, job_slug: str
@@ -151,10 +269,7 @@ class RunService:
             raise JobNotFoundError(job_slug)
         return version
 
-    async def _record(
-        self, conn: AsyncConnection[Any], run_id: str, status: str, detail: Any = None
-    ) -> None:
-        await conn.execute(self._sql.set_run_status, (status, run_id))
-        await conn.execute(
-            self._sql.record_status, (run_id, status, Jsonb(detail) if detail else None)
-        )
+
+def execution_key(run_id: str) -> str:
+    """The job key of a run's execution: one pending execution per run."""
+    return f"performRunExecution:{run_id}"

@@ -10,32 +10,63 @@ from kongflow.settings import validate_schema
 
 @dataclass(frozen=True)
 class JobsSQL:
+    # environments
     upsert_organization: str
     upsert_project: str
     find_environment: str
     insert_environment: str
     environment_by_key_hash: str
+    environment_by_id: str
+    # endpoints and jobs
     upsert_endpoint: str
+    endpoint_by_id: str
+    list_endpoints: str
+    mark_endpoint_indexed: str
     upsert_job: str
     upsert_job_version: str
     latest_job_version: str
+    version_by_id: str
+    matching_versions: str
+    # events
     insert_event: str
+    event_by_event_id: str
+    lock_event: str
+    mark_event_delivered: str
+    # runs
+    lock_idempotency_key: str
+    run_by_idempotency_key: str
     insert_run: str
+    run_for_event: str
     run_for_start: str
     next_run_number: str
     queue_run: str
-    set_run_status: str
     record_status: str
     get_run: str
     run_statuses: str
     lock_run: str
+    run_status: str
     cancel_run: str
+    # execution
+    run_context: str
+    begin_execution: str
+    finish_execution: str
+    # subscriptions
+    insert_subscription: str
+    pending_subscriptions: str
+    lock_subscription: str
+    mark_subscription_delivered: str
 
 
 _ENVIRONMENT_COLUMNS = (
     "e.id, e.slug, e.type, e.api_key, e.project_id, p.slug as project_slug,"
     " p.name as project_name, e.organization_id, o.slug as organization_slug,"
     " o.title as organization_title"
+)
+
+_RUN_COLUMNS = (
+    "r.id, j.slug as job_slug, v.version, r.number, r.status, r.is_test, r.output,"
+    " ev.event_id, r.idempotency_key, r.created_at, r.queued_at, r.started_at, r.completed_at,"
+    " r.updated_at, r.execution_count, r.execution_duration_ms"
 )
 
 
@@ -45,6 +76,11 @@ def jobs_sql(schema: str) -> JobsSQL:
     environment_from = (
         f"from {s}.runtime_environments e join {s}.projects p on p.id = e.project_id"
         f" join {s}.organizations o on o.id = e.organization_id"
+    )
+    run_from = (
+        f"from {s}.job_runs r join {s}.job_definitions j on j.id = r.job_id"
+        f" join {s}.job_versions v on v.id = r.version_id"
+        f" join {s}.event_records ev on ev.id = r.event_id"
     )
     return JobsSQL(
         upsert_organization=(
@@ -67,10 +103,19 @@ def jobs_sql(schema: str) -> JobsSQL:
         environment_by_key_hash=(
             f"select {_ENVIRONMENT_COLUMNS} {environment_from} where e.api_key_sha256 = %s"
         ),
+        environment_by_id=f"select {_ENVIRONMENT_COLUMNS} {environment_from} where e.id = %s",
         upsert_endpoint=(
             f"insert into {s}.endpoints (environment_id, slug, url) values (%s, %s, %s)"
             " on conflict (environment_id, slug) do update set url = excluded.url,"
-            " updated_at = now() returning id"
+            " updated_at = now() returning id, slug, url, indexed_at, created_at, updated_at"
+        ),
+        endpoint_by_id=(f"select id, environment_id, slug, url from {s}.endpoints where id = %s"),
+        list_endpoints=(
+            f"select id, slug, url, indexed_at, created_at, updated_at from {s}.endpoints"
+            " where environment_id = %s order by slug"
+        ),
+        mark_endpoint_indexed=(
+            f"update {s}.endpoints set indexed_at = now(), updated_at = now() where id = %s"
         ),
         upsert_job=(
             f"insert into {s}.job_definitions (project_id, slug, title) values (%s, %s, %s)"
@@ -78,30 +123,53 @@ def jobs_sql(schema: str) -> JobsSQL:
         ),
         upsert_job_version=(
             f"insert into {s}.job_versions (job_id, environment_id, endpoint_id, version,"
-            " event_name, event_source, event_filter, metadata)"
+            " event_names, event_source, event_filter, metadata)"
             " values (%s, %s, %s, %s, %s, %s, %s, %s)"
             " on conflict (job_id, environment_id, version) do update set"
-            " endpoint_id = excluded.endpoint_id, event_name = excluded.event_name,"
+            " endpoint_id = excluded.endpoint_id, event_names = excluded.event_names,"
             " event_source = excluded.event_source, event_filter = excluded.event_filter,"
             " metadata = excluded.metadata returning id"
         ),
         latest_job_version=(
-            f"select j.id as job_id, j.slug as job_slug, v.id as version_id, v.version,"
-            " v.endpoint_id, v.event_name, v.event_source"
+            "select j.id as job_id, j.slug as job_slug, v.id as version_id, v.version,"
+            " v.endpoint_id, v.event_names[1] as event_name, v.event_source"
             f" from {s}.job_definitions j join {s}.job_versions v on v.job_id = j.id"
             " where j.project_id = %s and j.slug = %s and v.environment_id = %s"
             " order by v.created_at desc limit 1"
         ),
+        version_by_id=(
+            "select v.job_id, v.id as version_id, v.endpoint_id, v.environment_id"
+            f" from {s}.job_versions v where v.id = %s"
+        ),
+        # The latest version of each job in the environment, kept if it listens to this event.
+        matching_versions=(
+            "select id, event_filter from (select distinct on (job_id) id, event_names,"
+            f" event_source, event_filter from {s}.job_versions where environment_id = %s"
+            " order by job_id, created_at desc) latest"
+            " where event_source = %s and %s = any(event_names)"
+        ),
         insert_event=(
             f"insert into {s}.event_records (environment_id, event_id, name, source, payload,"
-            " context, is_test) values (%s, %s, %s, %s, %s, %s, %s)"
-            " on conflict (environment_id, event_id) do nothing returning id"
+            ' context, is_test, "timestamp", deliver_at)'
+            " values (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))"
+            " on conflict (environment_id, event_id) do nothing returning *"
+        ),
+        event_by_event_id=(
+            f"select * from {s}.event_records where environment_id = %s and event_id = %s"
+        ),
+        lock_event=f"select * from {s}.event_records where id = %s for update",
+        mark_event_delivered=(f"update {s}.event_records set delivered_at = now() where id = %s"),
+        lock_idempotency_key="select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        run_by_idempotency_key=(
+            f"select r.id, ev.event_id {run_from}"
+            " where r.environment_id = %s and r.idempotency_key = %s"
         ),
         insert_run=(
             f"insert into {s}.job_runs (job_id, version_id, environment_id, endpoint_id,"
             " event_id, is_test, idempotency_key) values (%s, %s, %s, %s, %s, %s, %s)"
             " returning id"
         ),
+        run_for_event=(f"select id from {s}.job_runs where event_id = %s and version_id = %s"),
         run_for_start=f"select id, job_id, status from {s}.job_runs where id = %s for update",
         next_run_number=(
             f"insert into {s}.job_run_counters (job_id, last_number) values (%s, 1)"
@@ -112,23 +180,62 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"update {s}.job_runs set number = %s, status = 'QUEUED', queued_at = now(),"
             " updated_at = now() where id = %s"
         ),
-        set_run_status=(f"update {s}.job_runs set status = %s, updated_at = now() where id = %s"),
         record_status=(
             f"insert into {s}.run_status_history (run_id, status, detail) values (%s, %s, %s)"
         ),
-        get_run=(
-            f"select r.*, j.slug as job_slug from {s}.job_runs r"
-            f" join {s}.job_definitions j on j.id = r.job_id"
-            " where r.id = %s and r.environment_id = %s"
-        ),
+        get_run=f"select {_RUN_COLUMNS} {run_from} where r.id = %s and r.environment_id = %s",
         lock_run=(
             f"select status from {s}.job_runs where id = %s and environment_id = %s for update"
         ),
+        run_status=f"select status from {s}.job_runs where id = %s",
         cancel_run=(
             f"update {s}.job_runs set status = 'CANCELED', completed_at = now(),"
             " updated_at = now() where id = %s"
         ),
         run_statuses=(
             f"select status, detail, at from {s}.run_status_history where run_id = %s order by id"
+        ),
+        # Everything an execution request or a run notification needs, in one row.
+        run_context=(
+            f"select {_RUN_COLUMNS}, r.environment_id, ev.id as event_record_id,"
+            " ev.name as event_name, ev.payload as event_payload,"
+            ' ev.context as event_context, ev."timestamp" as event_timestamp,'
+            " ev.deliver_at as event_deliver_at, ev.delivered_at as event_delivered_at,"
+            " en.url as endpoint_url, en.slug as endpoint_slug,"
+            " e.slug as environment_slug, e.type as environment_type, e.api_key,"
+            " p.id as project_id, p.slug as project_slug, p.name as project_name,"
+            " o.id as organization_id, o.slug as organization_slug, o.title as organization_title"
+            f" {run_from} join {s}.endpoints en on en.id = r.endpoint_id"
+            f" join {s}.runtime_environments e on e.id = r.environment_id"
+            f" join {s}.projects p on p.id = e.project_id"
+            f" join {s}.organizations o on o.id = e.organization_id"
+            " where r.id = %s"
+        ),
+        begin_execution=(
+            f"update {s}.job_runs set status = 'EXECUTING', updated_at = now(),"
+            " started_at = coalesce(started_at, now()), execution_count = execution_count + 1"
+            " where id = %s returning started_at, execution_count"
+        ),
+        # Only an executing run takes a result: a run cancelled meanwhile keeps CANCELED.
+        finish_execution=(
+            f"update {s}.job_runs set status = %(status)s, output = %(output)s,"
+            " completed_at = case when %(terminal)s then now() end,"
+            " execution_duration_ms = execution_duration_ms + %(duration_ms)s,"
+            " updated_at = now() where id = %(id)s and status = 'EXECUTING' returning id"
+        ),
+        insert_subscription=(
+            f"insert into {s}.run_subscriptions (run_id, url, event) values (%s, %s, %s)"
+            " on conflict do nothing"
+        ),
+        pending_subscriptions=(
+            f"select id from {s}.run_subscriptions"
+            " where run_id = %s and event = %s and delivered_at is null order by id"
+        ),
+        lock_subscription=(
+            f"select id, run_id, url, event, delivered_at from {s}.run_subscriptions"
+            " where id = %s for update"
+        ),
+        mark_subscription_delivered=(
+            f"update {s}.run_subscriptions set delivered_at = now() where id = %s"
         ),
     )

@@ -1,0 +1,138 @@
+"""The jobs service end to end: TestJob submissions through the HTTP API, and runs executed
+against an SDK endpoint until every one is terminal.
+
+    uv run python benchmarks/jobs.py [--runs 1000] [--clients 50] [--concurrency 20]
+
+Everything runs on 127.0.0.1 in this process (API under uvicorn, a worker, the example
+endpoint), on DATABASE_URL or the embedded PostgreSQL, in a throwaway schema. Submissions/s
+counts accepted POST /api/v1/jobs/hello-world/test requests; runs/s counts runs reaching a
+terminal status, from the first submission. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import time
+
+import httpx
+import psycopg
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from kongflow import embedded
+from kongflow.api import BackgroundServer, create_app
+from kongflow.jobs.service import JobsService
+from kongflow.sdk.example import example_endpoint
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=50, help="concurrent API clients")
+    parser.add_argument("--concurrency", type=int, default=20, help="worker slots")
+    args = parser.parse_args()
+    url = embedded.resolve_database_url()
+    schema = f"bench_{secrets.token_hex(4)}"
+    jobs = JobsService(url, schema=schema, concurrency=args.concurrency, poll_interval=0.05)
+    try:
+        await jobs.start()
+        env = await jobs.environments.ensure("bench", "bench")
+        endpoint = example_endpoint(env.api_key)
+        async with (
+            BackgroundServer(endpoint.app) as endpoint_server,
+            BackgroundServer(create_app(jobs)) as api_server,
+            httpx.AsyncClient(
+                base_url=api_server.url,
+                headers={"Authorization": f"Bearer {env.api_key}"},
+                limits=httpx.Limits(max_connections=args.clients),
+                timeout=60,
+            ) as api,
+        ):
+            response = await api.post(
+                "/api/v1/endpoints", json={"slug": endpoint.id, "url": endpoint_server.url}
+            )
+            response.raise_for_status()
+            await until_indexed(api)
+            assert jobs.queue.worker is not None
+            await jobs.queue.worker.drain()
+            figures = await measure(jobs, api, args.runs, args.clients)
+    finally:
+        await jobs.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'drop schema "{schema}" cascade')  # type: ignore[arg-type]
+    table = Table(title=f"jobs service, {args.runs} test runs")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, value)
+    Console().print(table)
+
+
+async def measure(
+    jobs: JobsService, api: httpx.AsyncClient, runs: int, clients: int
+) -> dict[str, str]:
+    latencies: list[float] = []
+    limit = asyncio.Semaphore(clients)
+
+    async def submit() -> None:
+        async with limit:
+            began = time.perf_counter()
+            response = await api.post("/api/v1/jobs/hello-world/test", json={"payload": {}})
+            response.raise_for_status()
+            latencies.append(time.perf_counter() - began)
+
+    before = await terminal_runs(jobs)
+    started = time.perf_counter()
+    with Progress(transient=True) as progress:
+        submitting = progress.add_task("submitted", total=runs)
+        finishing = progress.add_task("runs finished", total=runs)
+        submitter = asyncio.gather(*(submit() for _ in range(runs)))
+        finished = 0
+        submitted_in = 0.0
+        while finished < runs:
+            await asyncio.sleep(0.1)
+            if submitter.done() and not submitted_in:
+                submitter.result()
+                submitted_in = time.perf_counter() - started
+            finished = await terminal_runs(jobs) - before
+            progress.update(submitting, completed=len(latencies))
+            progress.update(finishing, completed=finished)
+        await submitter
+        submitted_in = submitted_in or time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "submissions/s": f"{runs / submitted_in:,.0f}",
+        "submission latency p50 / p95 / p99": (
+            f"{q[49] * 1000:.1f} / {q[94] * 1000:.1f} / {q[98] * 1000:.1f} ms"
+        ),
+        "runs completed/s": f"{runs / elapsed:,.0f}",
+        "all runs terminal after": f"{elapsed:.1f} s",
+    }
+
+
+async def until_indexed(api: httpx.AsyncClient) -> None:
+    """Test the job once, as soon as indexing has registered it (a warm-up run)."""
+    for _ in range(200):
+        if (await api.post("/api/v1/jobs/hello-world/test")).status_code == 202:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the example endpoint was not indexed within 10 s")
+
+
+async def terminal_runs(jobs: JobsService) -> int:
+    async with jobs.client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select count(*) from "{jobs.client.schema}".job_runs'  # type: ignore[arg-type]
+            " where completed_at is not null"
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

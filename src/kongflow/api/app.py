@@ -1,0 +1,279 @@
+"""The HTTP API: jobs tested and invoked, runs read and cancelled, events sent, endpoints
+registered. Every route but /health is authenticated by `Authorization: Bearer <environment
+API key>`; a run, job or endpoint of another environment is answered 404, as if it did not
+exist. Errors are JSON `{"error": "..."}` with a status that says whose fault it is."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.alias_generators import to_camel
+
+from kongflow.jobs.endpoint_api import EndpointError
+from kongflow.jobs.environments import Environment, check_slug
+from kongflow.jobs.runs import JobNotFoundError, NewEvent, QueuedRun
+from kongflow.jobs.service import JobsService
+
+
+def _http_url(value: str) -> str:
+    """An http(s) URL, kept exactly as given (pydantic's URL type would rewrite it)."""
+    _URL.validate_python(value)
+    return value
+
+
+_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class TestJobBody(Body):
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class InvokeOptions(Body):
+    callback_url: HttpUrl | None = None
+
+
+class InvokeBody(Body):
+    payload: dict[str, Any] = Field(default_factory=dict)
+    context: Any = None
+    options: InvokeOptions = Field(default_factory=InvokeOptions)
+
+
+class EventBody(Body):
+    name: str = Field(min_length=1)
+    payload: Any = None
+    context: Any = None
+    id: str | None = Field(default=None, min_length=1)
+    source: str = "trigger.dev"
+    timestamp: datetime | None = None
+
+
+class SendEventOptions(Body):
+    deliver_at: datetime | None = None
+    deliver_after: float | None = Field(default=None, ge=0, description="seconds")
+
+
+class SendEventBody(Body):
+    event: EventBody
+    options: SendEventOptions = Field(default_factory=SendEventOptions)
+
+
+class CreateEndpointBody(Body):
+    slug: str = Field(description="the endpoint's id (trigger.dev's client id)")
+    url: HttpUrl
+
+
+async def _environment(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Environment:
+    """The environment whose API key the request carries as a Bearer token."""
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise HTTPException(
+            401,
+            "missing API key: send 'Authorization: Bearer <environment API key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    jobs: JobsService = request.app.state.jobs
+    found = await jobs.environments.authenticate(key.strip())
+    if found is None:
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+Env = Annotated[Environment, Depends(_environment)]
+
+
+def create_app(jobs: JobsService) -> FastAPI:
+    """The API over an open JobsService (whoever serves the app opens and closes it)."""
+    app = FastAPI(title="kongflow", version="1", summary="Jobs, runs, events and endpoints")
+    app.state.jobs = jobs
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(_validation_error(exc.errors()), 400)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> JSONResponse:
+        try:
+            async with jobs.client.pool.connection(timeout=5) as conn:
+                await conn.execute("select 1")
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, 503)
+        return JSONResponse({"status": "ok"})
+
+    @app.post("/api/v1/jobs/{job_slug}/test", status_code=202, tags=["jobs"])
+    async def test_job(job_slug: str, env: Env, body: TestJobBody | None = None) -> dict[str, Any]:
+        """Test a job: a test event and a run, queued at once."""
+        try:
+            queued = await jobs.runs.test_job(env, job_slug, (body or TestJobBody()).payload)
+        except JobNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return _queued(queued)
+
+    @app.post("/api/v1/jobs/{job_slug}/invoke", status_code=202, tags=["jobs"])
+    async def invoke_job(
+        job_slug: str,
+        env: Env,
+        body: InvokeBody | None = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Invoke a job; a repeated `idempotency-key` returns the first run (200)."""
+        body = body or InvokeBody()
+        try:
+            queued, created = await jobs.runs.invoke(
+                env,
+                job_slug,
+                body.payload,
+                context=body.context,
+                idempotency_key=idempotency_key,
+                callback_url=body.options.callback_url,
+            )
+        except JobNotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return JSONResponse(_queued(queued), 202 if created else 200)
+
+    @app.get("/api/v1/runs/{run_id}", tags=["runs"])
+    async def get_run(run_id: str, env: Env) -> dict[str, Any]:
+        return _run(await _found_run(jobs, env, run_id))
+
+    @app.get("/api/v1/runs/{run_id}/statuses", tags=["runs"])
+    async def run_statuses(run_id: str, env: Env) -> dict[str, Any]:
+        run = await _found_run(jobs, env, run_id)
+        return {
+            "run": {"id": run["id"], "status": run["status"], "output": run["output"]},
+            "statuses": [
+                {"status": s["status"], "at": s["at"].isoformat(), "detail": s["detail"]}
+                for s in run["statuses"]
+            ],
+        }
+
+    @app.post("/api/v1/runs/{run_id}/cancel", tags=["runs"])
+    async def cancel_run(run_id: str, env: Env) -> dict[str, Any]:
+        """CANCELED from any non-terminal status; a finished run is returned unchanged."""
+        run = await jobs.runs.cancel_run(env, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run {run_id!r} in this environment")
+        return _run(run)
+
+    @app.post("/api/v1/events", status_code=202, tags=["events"])
+    async def send_event(body: SendEventBody, env: Env) -> dict[str, Any]:
+        """Store an event and deliver it to the jobs it triggers, now or later."""
+        deliver_at = body.options.deliver_at
+        if body.options.deliver_after is not None:
+            deliver_at = datetime.now(UTC) + timedelta(seconds=body.options.deliver_after)
+        event = await jobs.events.send_event(
+            env,
+            NewEvent(
+                id=body.event.id,
+                name=body.event.name,
+                payload=body.event.payload,
+                context=body.event.context,
+                source=body.event.source,
+                timestamp=body.event.timestamp,
+                deliver_at=deliver_at,
+            ),
+        )
+        return {
+            "id": event["event_id"],
+            "name": event["name"],
+            "payload": event["payload"],
+            "context": event["context"],
+            "timestamp": event["timestamp"].isoformat(),
+            "deliverAt": _iso(event["deliver_at"]),
+            "deliveredAt": _iso(event["delivered_at"]),
+        }
+
+    @app.post("/api/v1/endpoints", status_code=201, tags=["endpoints"])
+    async def create_endpoint(body: CreateEndpointBody, env: Env) -> dict[str, Any]:
+        """Register an endpoint (it must answer PING as `slug`) and queue its indexing."""
+        try:
+            check_slug(body.slug, "endpoint slug")
+            endpoint = await jobs.endpoints.create_endpoint(env, body.slug, body.url)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except EndpointError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return _endpoint(endpoint) | {"indexing": "queued"}
+
+    @app.get("/api/v1/endpoints", tags=["endpoints"])
+    async def list_endpoints(env: Env) -> list[dict[str, Any]]:
+        return [_endpoint(e) for e in await jobs.endpoints.list_endpoints(env)]
+
+    return app
+
+
+async def _found_run(jobs: JobsService, env: Environment, run_id: str) -> dict[str, Any]:
+    run = await jobs.runs.get_run(env, run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id!r} in this environment")
+    return run
+
+
+def _queued(queued: QueuedRun) -> dict[str, Any]:
+    return {
+        "id": queued.run_id,
+        "runId": queued.run_id,
+        "eventId": queued.event_id,
+        "status": queued.status,
+        "message": queued.message,
+    }
+
+
+def _run(run: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": run["id"],
+        "jobId": run["job_slug"],
+        "version": run["version"],
+        "number": run["number"],
+        "status": run["status"],
+        "isTest": run["is_test"],
+        "output": run["output"],
+        "eventId": run["event_id"],
+        "createdAt": _iso(run["created_at"]),
+        "queuedAt": _iso(run["queued_at"]),
+        "startedAt": _iso(run["started_at"]),
+        "completedAt": _iso(run["completed_at"]),
+        "updatedAt": _iso(run["updated_at"]),
+        "executionCount": run["execution_count"],
+        "executionDurationInMs": run["execution_duration_ms"],
+    }
+
+
+def _endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": endpoint["id"],
+        "slug": endpoint["slug"],
+        "url": endpoint["url"],
+        "indexedAt": _iso(endpoint["indexed_at"]),
+        "createdAt": _iso(endpoint["created_at"]),
+        "updatedAt": _iso(endpoint["updated_at"]),
+    }
+
+
+def _validation_error(errors: Any) -> dict[str, Any]:
+    issues = [
+        {"path": ".".join(str(p) for p in e["loc"][1:]) or "body", "message": e["msg"]}
+        for e in errors
+    ]
+    if any(e["type"] == "json_invalid" for e in errors):
+        return {"error": "malformed JSON in the request body", "issues": issues}
+    described = "; ".join(f"{i['path']}: {i['message']}" for i in issues)
+    return {"error": f"invalid request: {described}", "issues": issues}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

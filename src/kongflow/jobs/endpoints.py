@@ -1,0 +1,88 @@
+"""Endpoints: registered after a PING proves the URL serves that endpoint with this
+environment's key, then indexed (`indexEndpoint` asks for INDEX_ENDPOINT and queues a
+`registerJob` per job, which records the job and its version)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from psycopg.rows import dict_row
+
+from kongflow.jobs.endpoint_api import EndpointApi, EndpointError
+from kongflow.jobs.environments import Environment
+from kongflow.jobs.registry import Registry
+from kongflow.jobs.sql import jobs_sql
+from kongflow.protocol import JobMetadata
+from kongflow.queue.tasks import RunningJob
+from kongflow.workerqueue import WorkerQueue
+from kongflow.workerqueue.catalog import IndexEndpointPayload, RegisterJobPayload
+
+
+class EndpointService:
+    def __init__(self, queue: WorkerQueue, http: httpx.AsyncClient) -> None:
+        self.queue = queue
+        self.http = http
+        self.registry = Registry(queue.client.schema)
+        self._sql = jobs_sql(queue.client.schema)
+
+    def handlers(self) -> dict[str, Any]:
+        return {"indexEndpoint": self.index_endpoint, "registerJob": self.register_job}
+
+    async def create_endpoint(
+        self, environment: Environment, slug: str, url: str
+    ) -> dict[str, Any]:
+        """Register (or re-point) an endpoint and queue its indexing. Raises EndpointError,
+        storing nothing, if the URL does not answer PING as this endpoint."""
+        try:
+            pong = await EndpointApi(self.http, url, environment.api_key).ping(slug)
+        except httpx.HTTPError as exc:
+            raise EndpointError(f"could not reach {url}: {exc!r}") from None
+        if not pong.ok:
+            raise EndpointError(f"{url} refused PING as endpoint {slug!r}: {pong.error}")
+        async with self.queue.transaction() as tx:
+            endpoint = await self.registry.register_endpoint(tx.conn, environment, slug, url)
+            await tx.enqueue(
+                "indexEndpoint",
+                {"id": endpoint["id"], "source": "API"},
+                job_key=f"indexEndpoint:{endpoint['id']}",
+            )
+        return endpoint
+
+    async def list_endpoints(self, environment: Environment) -> list[dict[str, Any]]:
+        async with self.queue.client.pool.connection() as conn:
+            return await self.registry.list_endpoints(conn, environment)
+
+    async def index_endpoint(self, payload: IndexEndpointPayload, job: RunningJob) -> None:
+        endpoint, environment = await self._endpoint(payload.id)
+        if endpoint is None or environment is None:
+            return
+        index = await EndpointApi(self.http, endpoint["url"], environment.api_key).index()
+        async with self.queue.transaction() as tx:
+            for job_metadata in index.jobs:
+                await tx.enqueue(
+                    "registerJob",
+                    {"endpointId": endpoint["id"], "job": job_metadata.wire()},
+                )
+            await tx.conn.execute(self._sql.mark_endpoint_indexed, (endpoint["id"],))
+
+    async def register_job(self, payload: RegisterJobPayload, job: RunningJob) -> None:
+        endpoint, environment = await self._endpoint(payload.endpoint_id)
+        if endpoint is None or environment is None:
+            return
+        metadata = JobMetadata.model_validate(payload.job)
+        async with self.queue.transaction() as tx:
+            await self.registry.register_job(tx.conn, environment, endpoint["id"], metadata)
+
+    async def _endpoint(self, endpoint_id: str) -> tuple[dict[str, Any] | None, Environment | None]:
+        async with (
+            self.queue.client.pool.connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(self._sql.endpoint_by_id, (endpoint_id,))
+            endpoint = await cur.fetchone()
+            if endpoint is None:
+                return None, None
+            await cur.execute(self._sql.environment_by_id, (endpoint["environment_id"],))
+            environment = await cur.fetchone()
+        return endpoint, Environment(**environment) if environment else None

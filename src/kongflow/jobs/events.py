@@ -1,0 +1,113 @@
+"""Events: stored as sent, then delivered (at `deliverAt`, or now) by `deliverEvent`, which
+starts `events.invokeDispatcher` for every job whose event specification matches; that creates
+the job's run. A retried delivery or dispatch never starts a run twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from kongflow.jobs.environments import Environment
+from kongflow.jobs.runs import NewEvent, RunService
+from kongflow.jobs.sql import jobs_sql
+from kongflow.queue.tasks import RunningJob
+from kongflow.workerqueue.catalog import IdPayload, InvokeDispatcherPayload
+
+
+class EventService:
+    def __init__(self, runs: RunService) -> None:
+        self.runs = runs
+        self._sql = jobs_sql(runs.queue.client.schema)
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "deliverEvent": self.deliver_event,
+            "events.invokeDispatcher": self.invoke_dispatcher,
+        }
+
+    async def send_event(self, environment: Environment, event: NewEvent) -> dict[str, Any]:
+        """Store the event and schedule its delivery. Sending an event id again returns the
+        event stored first and schedules nothing (trigger.dev's rule)."""
+        async with self.runs.queue.transaction() as tx:
+            stored = await self.runs.store_event(tx.conn, environment, event)
+            if stored is None:
+                async with tx.conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(self._sql.event_by_event_id, (environment.id, event.id))
+                    existing: dict[str, Any] | None = await cur.fetchone()
+                assert existing is not None
+                return existing
+            await tx.enqueue(
+                "deliverEvent",
+                {"id": stored["id"]},
+                run_at=stored["deliver_at"],
+                job_key=f"deliverEvent:{stored['id']}",
+            )
+        return stored
+
+    async def deliver_event(self, payload: IdPayload, job: RunningJob) -> None:
+        async with (
+            self.runs.queue.transaction() as tx,
+            tx.conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(self._sql.lock_event, (payload.id,))
+            event = await cur.fetchone()
+            if event is None or event["delivered_at"] is not None:
+                return
+            await cur.execute(
+                self._sql.matching_versions,
+                (event["environment_id"], event["source"], event["name"]),
+            )
+            for version in await cur.fetchall():
+                if version["event_filter"] is None or filter_matches(
+                    event["payload"], version["event_filter"]
+                ):
+                    await tx.enqueue(
+                        "events.invokeDispatcher",
+                        {"id": version["id"], "eventRecordId": event["id"]},
+                    )
+            await cur.execute(self._sql.mark_event_delivered, (payload.id,))
+
+    async def invoke_dispatcher(self, payload: InvokeDispatcherPayload, job: RunningJob) -> None:
+        """Start a run of job version `payload.id` for the event, unless one exists."""
+        async with (
+            self.runs.queue.transaction() as tx,
+            tx.conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(self._sql.lock_event, (payload.event_record_id,))
+            event = await cur.fetchone()
+            await cur.execute(self._sql.version_by_id, (payload.id,))
+            version = await cur.fetchone()
+            if event is None or version is None:
+                return
+            await cur.execute(self._sql.run_for_event, (event["id"], version["version_id"]))
+            if await cur.fetchone() is not None:
+                return
+            await cur.execute(self._sql.environment_by_id, (event["environment_id"],))
+            environment = await cur.fetchone()
+            assert environment is not None
+            await self.runs.create_run(
+                tx,
+                Environment(**environment),
+                version,
+                event["id"],
+                is_test=event["is_test"],
+            )
+
+
+def filter_matches(payload: Any, pattern: dict[str, Any]) -> bool:
+    """trigger.dev's EventFilter: every key of the pattern must match. A list lists the
+    accepted values (empty: anything); a nested object matches a nested object, or any item
+    of a list of them."""
+    if not isinstance(payload, dict):
+        return not pattern
+    for key, expected in pattern.items():
+        actual = payload.get(key)
+        if isinstance(expected, list):
+            if expected and actual not in expected:
+                return False
+        elif isinstance(expected, dict):
+            items = actual if isinstance(actual, list) else [actual]
+            if not any(filter_matches(item, expected) for item in items):
+                return False
+    return True

@@ -1,0 +1,187 @@
+"""performRunExecution: run a job on its endpoint and record what happened.
+
+The run goes EXECUTING, the endpoint gets trigger.dev's EXECUTE_JOB request, and its answer
+decides the outcome. An endpoint that is down or answers 5xx leaves the run WAITING_TO_EXECUTE
+and the queue retries the execution with backoff until its attempts run out (then FAILURE).
+The result is written only while the run is still EXECUTING, so a run cancelled meanwhile stays
+CANCELED."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import ValidationError
+
+from kongflow.jobs.endpoint_api import EndpointApi
+from kongflow.jobs.runs import TERMINAL, RunService
+from kongflow.jobs.sql import jobs_sql
+from kongflow.protocol import (
+    RUN_JOB_RESPONSE,
+    ApiEventLog,
+    EnvironmentRef,
+    JobRef,
+    OrganizationRef,
+    ProjectRef,
+    RunJobBody,
+    RunJobError,
+    RunJobInvalidPayload,
+    RunJobSuccess,
+    RunJobUnresolvedAuth,
+    RunRef,
+)
+from kongflow.queue.errors import KongflowError
+from kongflow.queue.tasks import RunningJob
+from kongflow.workerqueue.catalog import IdPayload
+
+
+class EndpointUnavailable(KongflowError):
+    """Raised after recording WAITING_TO_EXECUTE, so that the queue retries the execution."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    output: Any = None
+    retry: bool = False
+
+
+class RunExecution:
+    def __init__(self, runs: RunService, http: httpx.AsyncClient, request_timeout: float) -> None:
+        self.runs = runs
+        self.http = http
+        self.request_timeout = request_timeout
+        self._sql = jobs_sql(runs.queue.client.schema)
+
+    def handlers(self) -> dict[str, Any]:
+        return {"performRunExecution": self.perform}
+
+    async def perform(self, payload: IdPayload, job: RunningJob) -> None:
+        run = await self._begin(payload.id)
+        if run is None:
+            return
+        body = run_job_body(run)
+        started = time.monotonic()
+        outcome = await self._call(run, body)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        last_attempt = job.attempts >= job.max_attempts
+        if outcome.retry and last_attempt:
+            outcome = Outcome("FAILURE", outcome.output)
+        async with self.runs.queue.transaction() as tx:
+            cur = await tx.conn.execute(
+                self._sql.finish_execution,
+                {
+                    "id": payload.id,
+                    "status": "WAITING_TO_EXECUTE" if outcome.retry else outcome.status,
+                    "output": Jsonb(outcome.output) if outcome.output is not None else None,
+                    "terminal": not outcome.retry,
+                    "duration_ms": duration_ms,
+                },
+            )
+            if await cur.fetchone() is None:
+                return  # cancelled while the endpoint worked: CANCELED stays
+            status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
+            await self.runs.record_status(tx.conn, payload.id, status, outcome.output)
+            if status in TERMINAL:
+                await tx.enqueue("runFinished", {"id": payload.id})
+        if outcome.retry:
+            raise EndpointUnavailable(str((outcome.output or {}).get("message")))
+
+    async def _begin(self, run_id: str) -> dict[str, Any] | None:
+        """EXECUTING (counting the execution), or None if the run is over or gone."""
+        async with (
+            self.runs.queue.transaction() as tx,
+            tx.conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(self._sql.run_context + " for update of r", (run_id,))
+            run: dict[str, Any] | None = await cur.fetchone()
+            if run is None or run["status"] in TERMINAL:
+                return None
+            await cur.execute(self._sql.begin_execution, (run_id,))
+            begun = await cur.fetchone()
+            assert begun is not None
+            run.update(begun)
+            await self.runs.record_status(tx.conn, run_id, "EXECUTING")
+        return run
+
+    async def _call(self, run: dict[str, Any], body: RunJobBody) -> Outcome:
+        api = EndpointApi(self.http, run["endpoint_url"], run["api_key"])
+        try:
+            response = await api.execute(body, self.request_timeout)
+        except httpx.TimeoutException:
+            return Outcome(
+                "TIMED_OUT", _error(f"the endpoint did not answer within {self.request_timeout}s")
+            )
+        except httpx.HTTPError as exc:
+            return Outcome("FAILURE", _error(f"could not reach the endpoint: {exc!r}"), retry=True)
+        return interpret(response)
+
+
+def interpret(response: httpx.Response) -> Outcome:
+    """What an EXECUTE_JOB answer means for the run (DESIGN.md, Jobs service step 3)."""
+    code = response.status_code
+    if code in (408, 504):
+        return Outcome("TIMED_OUT", _error(f"the endpoint answered HTTP {code}"))
+    if code >= 500:
+        return Outcome("FAILURE", _error(f"the endpoint answered HTTP {code}"), retry=True)
+    if code != 200:
+        return Outcome(
+            "FAILURE", _error(f"the endpoint answered HTTP {code}: {response.text[:500]}")
+        )
+    try:
+        answer = RUN_JOB_RESPONSE.validate_json(response.content)
+    except ValidationError as exc:
+        return Outcome("FAILURE", _error(f"the endpoint's answer is malformed: {exc}"))
+    if isinstance(answer, RunJobSuccess):
+        return Outcome("SUCCESS", answer.output)
+    if isinstance(answer, RunJobError):
+        return Outcome("FAILURE", answer.error.wire())
+    if isinstance(answer, RunJobInvalidPayload):
+        return Outcome("INVALID_PAYLOAD", {"errors": [e.wire() for e in answer.errors]})
+    if isinstance(answer, RunJobUnresolvedAuth):
+        return Outcome("UNRESOLVED_AUTH", {"issues": answer.issues})
+    return Outcome(
+        "FAILURE",
+        _error(f"the endpoint answered {answer.status}: io tasks are not supported by kongflow"),
+    )
+
+
+def run_job_body(run: dict[str, Any]) -> RunJobBody:
+    """trigger.dev's RunJobBody for a run, from its `run_context` row."""
+    return RunJobBody(
+        event=ApiEventLog(
+            id=run["event_id"],
+            name=run["event_name"],
+            payload=run["event_payload"],
+            context=run["event_context"],
+            timestamp=run["event_timestamp"],
+            deliver_at=run["event_deliver_at"],
+            delivered_at=run["event_delivered_at"],
+        ),
+        job=JobRef(id=run["job_slug"], version=run["version"]),
+        run=RunRef(
+            id=run["id"],
+            is_test=run["is_test"],
+            is_retry=run["execution_count"] > 1,
+            started_at=run["started_at"],
+        ),
+        environment=EnvironmentRef(
+            id=run["environment_id"], slug=run["environment_slug"], type=run["environment_type"]
+        ),
+        organization=OrganizationRef(
+            id=run["organization_id"],
+            title=run["organization_title"],
+            slug=run["organization_slug"],
+        ),
+        project=ProjectRef(
+            id=run["project_id"], name=run["project_name"], slug=run["project_slug"]
+        ),
+    )
+
+
+def _error(message: str) -> dict[str, str]:
+    return {"message": message}

@@ -1,0 +1,156 @@
+"""Telling subscribers how a run ended: `runFinished` -> `deliverRunSubscriptions` -> one
+`deliverRunSubscription` per callback, each a webhook POST of the run notification signed
+with the environment's API key, retried by the queue until it is delivered. A subscription is
+marked delivered in the transaction that holds its row lock, so it is delivered once."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import httpx
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from kongflow.jobs.runs import TERMINAL, RunService
+from kongflow.jobs.sql import jobs_sql
+from kongflow.protocol import SIGNATURE_HEADER
+from kongflow.queue.errors import KongflowError
+from kongflow.queue.tasks import RunningJob
+from kongflow.workerqueue.catalog import IdPayload
+
+
+class DeliveryFailed(KongflowError):
+    """The subscriber did not take the notification; the queue retries it."""
+
+
+def sign(api_key: str, body: bytes) -> str:
+    """`X-Trigger-Signature-256`: hex HMAC-SHA256 of the body, keyed by the API key."""
+    return hmac.new(api_key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(api_key: str, body: bytes, signature: str) -> bool:
+    """For receivers: does `signature` match this body?"""
+    return hmac.compare_digest(sign(api_key, body), signature)
+
+
+def subscription_event(status: str) -> str:
+    return "SUCCESS" if status == "SUCCESS" else "FAILURE"
+
+
+class RunNotifications:
+    def __init__(self, runs: RunService, http: httpx.AsyncClient, timeout: float) -> None:
+        self.runs = runs
+        self.http = http
+        self.timeout = timeout
+        self._sql = jobs_sql(runs.queue.client.schema)
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "runFinished": self.run_finished,
+            "deliverRunSubscriptions": self.deliver_subscriptions,
+            "deliverRunSubscription": self.deliver_subscription,
+        }
+
+    async def run_finished(self, payload: IdPayload, job: RunningJob) -> None:
+        """A run reached a terminal status: hand its subscribers, if any, to delivery."""
+        async with self.runs.queue.transaction() as tx:
+            if await self._pending(tx.conn, payload.id):
+                await tx.enqueue("deliverRunSubscriptions", {"id": payload.id})
+
+    async def deliver_subscriptions(self, payload: IdPayload, job: RunningJob) -> None:
+        """One delivery job per pending subscription, each retried on its own."""
+        async with self.runs.queue.transaction() as tx:
+            for subscription_id in await self._pending(tx.conn, payload.id):
+                await tx.enqueue(
+                    "deliverRunSubscription",
+                    {"id": subscription_id},
+                    job_key=f"deliverRunSubscription:{subscription_id}",
+                    job_key_mode="unsafe_dedupe",
+                )
+
+    async def _pending(self, conn: AsyncConnection[Any], run_id: str) -> list[str]:
+        """Undelivered subscriptions to the outcome of a finished run."""
+        cur = await conn.execute(self._sql.run_status, (run_id,))
+        row = await cur.fetchone()
+        if row is None or row[0] not in TERMINAL:
+            return []
+        cur = await conn.execute(
+            self._sql.pending_subscriptions, (run_id, subscription_event(row[0]))
+        )
+        return [str(subscription_id) for (subscription_id,) in await cur.fetchall()]
+
+    async def deliver_subscription(self, payload: IdPayload, job: RunningJob) -> None:
+        async with (
+            self.runs.queue.transaction() as tx,
+            tx.conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(self._sql.lock_subscription, (payload.id,))
+            subscription = await cur.fetchone()
+            if subscription is None or subscription["delivered_at"] is not None:
+                return
+            await cur.execute(self._sql.run_context, (subscription["run_id"],))
+            run = await cur.fetchone()
+            if run is None:
+                return
+            body = json.dumps(run_notification(run), separators=(",", ":")).encode()
+            try:
+                response = await self.http.post(
+                    subscription["url"],
+                    content=body,
+                    headers={
+                        "content-type": "application/json",
+                        SIGNATURE_HEADER: sign(run["api_key"], body),
+                    },
+                    timeout=self.timeout,
+                )
+            except httpx.HTTPError as exc:
+                raise DeliveryFailed(f"could not reach {subscription['url']}: {exc!r}") from None
+            if not response.is_success:
+                raise DeliveryFailed(f"{subscription['url']} answered HTTP {response.status_code}")
+            await cur.execute(self._sql.mark_subscription_delivered, (payload.id,))
+
+
+def run_notification(run: dict[str, Any]) -> dict[str, Any]:
+    """The run as a subscriber sees it (trigger.dev's run notification)."""
+    ok = run["status"] == "SUCCESS"
+    notification: dict[str, Any] = {
+        "id": run["id"],
+        "ok": ok,
+        "status": run["status"],
+        "startedAt": _iso(run["started_at"]),
+        "updatedAt": _iso(run["updated_at"]),
+        "completedAt": _iso(run["completed_at"]),
+        "executionCount": run["execution_count"],
+        "executionDurationInMs": run["execution_duration_ms"],
+        "job": {"id": run["job_slug"], "version": run["version"]},
+        "environment": {
+            "id": run["environment_id"],
+            "slug": run["environment_slug"],
+            "type": run["environment_type"],
+        },
+        "organization": {
+            "id": run["organization_id"],
+            "slug": run["organization_slug"],
+            "title": run["organization_title"],
+        },
+        "project": {
+            "id": run["project_id"],
+            "slug": run["project_slug"],
+            "name": run["project_name"],
+        },
+        "invocation": {
+            "id": run["event_id"],
+            "context": run["event_context"],
+            "timestamp": _iso(run["event_timestamp"]),
+            "payload": run["event_payload"],
+        },
+    }
+    notification["output" if ok else "error"] = run["output"]
+    return notification
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,111 @@
+"""The jobs service assembled: one WorkerQueue over the trigger.dev catalog, with the handlers
+of runs, executions, notifications, events and endpoints, sharing one HTTP client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+
+from kongflow.jobs.endpoints import EndpointService
+from kongflow.jobs.environments import EnvironmentService
+from kongflow.jobs.events import EventService
+from kongflow.jobs.execution import RunExecution
+from kongflow.jobs.notifications import RunNotifications
+from kongflow.jobs.runs import RunService
+from kongflow.jobs.schema import ALL_COMPONENTS
+from kongflow.queue.client import Client
+from kongflow.queue.tasks import ExponentialBackoff, RetryPolicy
+from kongflow.workerqueue import TaskDefinition, WorkerQueue
+from kongflow.workerqueue.catalog import QUEUE_LIMITS, TRIGGER_CATALOG
+
+_EXECUTION_BACKOFF = ExponentialBackoff(base=2, max_exponent=8)
+_WEBHOOK_BACKOFF = ExponentialBackoff(base=2, max_exponent=10)
+
+
+@dataclass(frozen=True)
+class JobsOptions:
+    """How hard kongflow tries to reach endpoints and subscribers.
+
+    trigger.dev re-enqueued an execution itself when an endpoint was down; here that is the
+    queue's retry of `performRunExecution`: `execution_attempts` tries, `execution_retry`
+    apart (2, 4, 8, ... s, at most 256 s)."""
+
+    request_timeout: float = 300.0
+    ping_timeout: float = 10.0
+    execution_attempts: int = 8
+    execution_retry: RetryPolicy = _EXECUTION_BACKOFF
+    webhook_timeout: float = 10.0
+    webhook_attempts: int = 13
+    webhook_retry: RetryPolicy = _WEBHOOK_BACKOFF
+
+
+def jobs_catalog(options: JobsOptions) -> dict[str, TaskDefinition[Any]]:
+    """The trigger.dev catalog with the retry policy of executions and webhooks set."""
+    catalog = dict(TRIGGER_CATALOG)
+    catalog["performRunExecution"] = replace(
+        catalog["performRunExecution"],
+        max_attempts=options.execution_attempts,
+        retry=options.execution_retry,
+        timeout=options.request_timeout + 60,
+    )
+    catalog["deliverRunSubscription"] = replace(
+        catalog["deliverRunSubscription"],
+        max_attempts=options.webhook_attempts,
+        retry=options.webhook_retry,
+        timeout=options.webhook_timeout + 30,
+    )
+    return catalog
+
+
+class JobsService:
+    """`async with JobsService(database_url) as jobs:` enqueue-side use (the API); call
+    `await jobs.start()` to also run the handlers in this process (a worker)."""
+
+    def __init__(
+        self,
+        database: str | None = None,
+        *,
+        schema: str = "kongflow",
+        client: Client | None = None,
+        options: JobsOptions | None = None,
+        **worker_options: Any,
+    ) -> None:
+        self.options = options or JobsOptions()
+        self.client = client or Client(database, schema=schema, components=ALL_COMPONENTS)
+        self._owns_client = client is None
+        self.http = httpx.AsyncClient(timeout=self.options.ping_timeout)
+        worker_options.setdefault("queue_limits", QUEUE_LIMITS)
+        self.queue = WorkerQueue(jobs_catalog(self.options), client=self.client, **worker_options)
+        self.environments = EnvironmentService(self.client)
+        self.runs = RunService(self.queue)
+        self.execution = RunExecution(self.runs, self.http, self.options.request_timeout)
+        self.notifications = RunNotifications(self.runs, self.http, self.options.webhook_timeout)
+        self.events = EventService(self.runs)
+        self.endpoints = EndpointService(self.queue, self.http)
+        for part in (self.runs, self.execution, self.notifications, self.events, self.endpoints):
+            self.queue.handlers.update(part.handlers())
+
+    async def open(self) -> JobsService:
+        if self._owns_client and not self.client.is_open:
+            await self.client.open()
+        return self
+
+    async def start(self) -> None:
+        """Run the jobs service's handlers in this process."""
+        await self.open()
+        await self.queue.start()
+
+    async def close(self, timeout: float = 30.0) -> None:
+        if self.queue.worker is not None:
+            await self.queue.stop(timeout)
+        await self.http.aclose()
+        if self._owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> JobsService:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
