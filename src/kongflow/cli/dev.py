@@ -1,0 +1,116 @@
+"""`kongflow dev`: the whole system on one machine. The database (embedded unless
+DATABASE_URL), migrated; the API; a worker running the jobs service; and an example endpoint
+with two jobs, registered in a default development environment."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from kongflow.api import BackgroundServer, create_app
+from kongflow.cli.common import (
+    DatabaseUrl,
+    Schema,
+    checked_schema,
+    connect_url,
+    console,
+    fail,
+    run_db,
+)
+from kongflow.jobs.environments import Environment
+from kongflow.jobs.runs import TERMINAL, JobNotFoundError
+from kongflow.jobs.service import JobsService
+from kongflow.sdk.example import example_endpoint
+from kongflow.settings import DEFAULT_SCHEMA
+
+
+def dev(
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8030,
+    host: Annotated[str, typer.Option(help="Interface the API listens on.")] = "127.0.0.1",
+    demo: Annotated[
+        bool, typer.Option(help="Test an example job and show its run reach SUCCESS.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="Jobs the worker runs at once.")] = 10,
+    database_url: DatabaseUrl = None,
+    schema: Schema = DEFAULT_SCHEMA,
+) -> None:
+    """Run kongflow locally: database, API, worker and an example endpoint. Ctrl-C stops all."""
+    schema = checked_schema(schema)
+    url = connect_url(database_url)
+    run_db(url, _serve(url, schema, host, port, demo, concurrency))
+
+
+async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concurrency: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    jobs = JobsService(url, schema=schema, concurrency=concurrency)
+    try:
+        with console.status("migrating and starting the worker"):
+            await jobs.start()
+        env = await jobs.environments.ensure()
+        endpoint = example_endpoint(env.api_key)
+        try:
+            api_server = BackgroundServer(create_app(jobs), host, port)
+        except OSError as exc:
+            raise fail(f"cannot listen on {host}:{port} ({exc}); choose another --port") from exc
+        async with BackgroundServer(endpoint.app) as endpoint_server, api_server:
+            await jobs.endpoints.create_endpoint(env, endpoint.id, endpoint_server.url)
+            _welcome(url, env, api_server.url, endpoint_server.url, endpoint.id)
+            if demo:
+                await _demo(jobs, env)
+            console.print("[dim]Ctrl-C stops everything[/dim]")
+            await stop.wait()
+            console.print("stopping: the worker lets running jobs finish")
+    finally:
+        await jobs.close(timeout=10)
+
+
+def _welcome(db_url: str, env: Environment, api: str, endpoint_url: str, slug: str) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_row("database", db_url)
+    table.add_row("API", f"{api}  (OpenAPI: {api}/docs)")
+    table.add_row("environment", f"{env.organization_slug}/{env.project_slug}/{env.slug}")
+    table.add_row("API key", f"[bold]{env.api_key}[/bold]")
+    table.add_row("example endpoint", f"{slug} at {endpoint_url} (jobs hello-world, count-words)")
+    console.print(table)
+    console.print(
+        "try: [bold]curl -X POST -H 'Authorization: Bearer "
+        f"{env.api_key}' -H 'content-type: application/json' "
+        f'-d \'{{"payload": {{"name": "you"}}}}\' {api}/api/v1/jobs/hello-world/test[/bold]'
+    )
+
+
+async def _demo(jobs: JobsService, env: Environment) -> None:
+    """Test hello-world once indexing has registered it, and follow the run to its end."""
+    for _ in range(100):
+        try:
+            queued = await jobs.runs.test_job(env, "hello-world", {"name": "kongflow"})
+            break
+        except JobNotFoundError:
+            await asyncio.sleep(0.1)  # the endpoint is being indexed
+    else:
+        raise fail("the example endpoint was not indexed within 10 s: is the worker running?")
+    console.print(f"demo: tested hello-world, run {queued.run_id}")
+    with Live(console=console, transient=False) as live:
+        while True:
+            run = await jobs.runs.get_run(env, queued.run_id)
+            assert run is not None
+            live.update(_statuses_table(run["statuses"]))
+            if run["status"] in TERMINAL:
+                break
+            await asyncio.sleep(0.05)
+    console.print(f"\ndemo: run ended [bold]{run['status']}[/bold] with output {run['output']}")
+
+
+def _statuses_table(statuses: list[Any]) -> Table:
+    table = Table("status", "at")
+    for status in statuses:
+        table.add_row(status["status"], status["at"].strftime("%H:%M:%S.%f")[:-3])
+    return table
