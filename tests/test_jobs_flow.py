@@ -334,10 +334,34 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
     assert no_name.status_code == 400
     assert "event.name" in no_name.json()["error"]
     assert (await stack.api.get("/api/v1/runs/nope")).status_code == 404
+    no_route = await stack.api.get("/api/v1/nowhere")
+    assert (no_route.status_code, no_route.json()) == (404, {"error": "Not Found"})
     health = await stack.api.get("/health", headers={"Authorization": ""})
     assert health.json() == {"status": "ok"}
     schema = await stack.api.get("/openapi.json")
     assert "/api/v1/jobs/{job_slug}/invoke" in schema.json()["paths"]
+
+
+async def test_noop_io_tasks_of_trigger_dev_sdks_are_completed(stack: Stack) -> None:
+    run_id = await stack.test("gate")
+
+    async def executing() -> bool:
+        return (await stack.api.get(f"/api/v1/runs/{run_id}")).json()["status"] == "EXECUTING"
+
+    await wait_until(executing)
+    url = f"/api/v1/runs/{run_id}/tasks"
+    log = await stack.api.post(
+        url, json={"idempotencyKey": "k1", "name": "log", "noop": True, "description": "x"}
+    )
+    assert log.status_code == 200
+    assert log.json()["status"] == "COMPLETED"
+    wait = await stack.api.post(url, json={"idempotencyKey": "k2", "name": "wait"})
+    assert wait.status_code == 422
+    assert "not supported" in wait.json()["error"]
+    stack.release.set()
+    assert (await stack.run(run_id))["status"] == "SUCCESS"
+    late = await stack.api.post(url, json={"idempotencyKey": "k3", "noop": True})
+    assert late.status_code == 409
 
 
 @pytest.mark.slow

@@ -13,10 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kongflow.jobs.endpoint_api import EndpointError
 from kongflow.jobs.environments import Environment, check_slug
-from kongflow.jobs.runs import JobNotFoundError, NewEvent, QueuedRun
+from kongflow.jobs.runs import TERMINAL, JobNotFoundError, NewEvent, QueuedRun
 from kongflow.jobs.service import JobsService
 
 
@@ -67,6 +68,16 @@ class SendEventBody(Body):
     options: SendEventOptions = Field(default_factory=SendEventOptions)
 
 
+class RunTaskBody(BaseModel):
+    """An io task as trigger.dev's v2 SDK sends it; only `noop` ones (io.logger) are run."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    idempotency_key: str
+    name: str = "task"
+    noop: bool = False
+
+
 class CreateEndpointBody(Body):
     slug: str = Field(description="the endpoint's id (trigger.dev's client id)")
     url: HttpUrl
@@ -98,8 +109,8 @@ def create_app(jobs: JobsService) -> FastAPI:
     app = FastAPI(title="kongflow", version="1", summary="Jobs, runs, events and endpoints")
     app.state.jobs = jobs
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -168,6 +179,29 @@ def create_app(jobs: JobsService) -> FastAPI:
         if run is None:
             raise HTTPException(404, f"no run {run_id!r} in this environment")
         return _run(run)
+
+    @app.post("/api/v1/runs/{run_id}/tasks", tags=["runs"])
+    async def run_task(run_id: str, body: RunTaskBody, env: Env) -> dict[str, Any]:
+        """What trigger.dev's v2 SDK calls for io tasks. kongflow runs jobs without io tasks,
+        but completes the no-op ones (io.logger) so that jobs which log still run."""
+        run = await _found_run(jobs, env, run_id)
+        if run["status"] in TERMINAL:
+            raise HTTPException(409, f"run {run_id} is {run['status']}: it takes no more tasks")
+        if not body.noop:
+            raise HTTPException(
+                422,
+                f"io task {body.name!r} is not supported: kongflow runs jobs without io tasks "
+                "(only no-op ones such as io.logger)",
+            )
+        return {
+            "id": body.idempotency_key,
+            "name": body.name,
+            "noop": True,
+            "status": "COMPLETED",
+            "idempotencyKey": body.idempotency_key,
+            "attempts": 1,
+            "output": None,
+        }
 
     @app.post("/api/v1/events", status_code=202, tags=["events"])
     async def send_event(body: SendEventBody, env: Env) -> dict[str, Any]:
