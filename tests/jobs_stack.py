@@ -94,6 +94,10 @@ def test_endpoint(api_key: str, release: asyncio.Event) -> Endpoint:
         await release.wait()
         return {"released": True}
 
+    @endpoint.job(id="nul", name="Nul", version="1.0.0", trigger=event_trigger("test.nul"))
+    async def nul(payload: Any, io: IO, ctx: Context) -> Any:
+        return {"text": "a\u0000b"}  # valid JSON that PostgreSQL's jsonb refuses
+
     @endpoint.job(
         id="order",
         name="Order",
@@ -143,6 +147,19 @@ class Stack:
         response = await self.api.get(f"/api/v1/runs/{run_id}/statuses")
         assert response.status_code == 200, response.text
         return [s["status"] for s in response.json()["statuses"]]
+
+    async def runs_of_event(self, event_id: str) -> list[tuple[str, str]]:
+        """(job slug, status) of every run the event started, by slug."""
+        schema = self.jobs.client.schema
+        async with self.jobs.client.pool.connection() as conn:
+            cur = await conn.execute(
+                f'select j.slug, r.status from "{schema}".job_runs r'  # type: ignore[arg-type]
+                f' join "{schema}".job_definitions j on j.id = r.job_id'
+                f' join "{schema}".event_records e on e.id = r.event_id'
+                " where e.event_id = %s order by j.slug",
+                (event_id,),
+            )
+            return [(str(slug), str(status)) for slug, status in await cur.fetchall()]
 
     async def test(self, job: str, payload: Any = None) -> str:
         body = {} if payload is None else {"payload": payload}
@@ -216,7 +233,7 @@ async def jobs_stack(database_url: str, schema: str, **options: Any) -> AsyncIte
                     f'select count(*) from "{schema}".job_versions'  # type: ignore[arg-type]
                 )
                 row = await cur.fetchone()
-            return row is not None and row[0] == 6
+            return row is not None and row[0] == 7
 
         await wait_until(indexed)
         yield result

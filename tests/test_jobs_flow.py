@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -216,16 +217,7 @@ async def test_invoke_with_an_idempotency_key_returns_the_first_run(stack: Stack
 
 
 async def test_events_start_the_matching_jobs_only(stack: Stack) -> None:
-    async def runs_of(event_id: str) -> dict[str, str]:
-        async with stack.jobs.client.pool.connection() as conn:
-            cur = await conn.execute(
-                f'select j.slug, r.status from "{stack.jobs.client.schema}".job_runs r'  # type: ignore[arg-type]
-                f' join "{stack.jobs.client.schema}".job_definitions j on j.id = r.job_id'
-                f' join "{stack.jobs.client.schema}".event_records e on e.id = r.event_id'
-                " where e.event_id = %s",
-                (event_id,),
-            )
-            return dict(await cur.fetchall())  # type: ignore[arg-type]
+    runs_of = stack.runs_of_event
 
     pro = await stack.api.post(
         "/api/v1/events",
@@ -251,9 +243,9 @@ async def test_events_start_the_matching_jobs_only(stack: Stack) -> None:
         return len(await runs_of("evt-pro")) == 2 and len(await runs_of("evt-free")) == 1
 
     await wait_until(dispatched)
-    assert set(await runs_of("evt-pro")) == {"order", "pro-order"}
-    assert set(await runs_of("evt-free")) == {"order"}
-    assert await runs_of(other.json()["id"]) == {}
+    assert [slug for slug, _ in await runs_of("evt-pro")] == ["order", "pro-order"]
+    assert [slug for slug, _ in await runs_of("evt-free")] == ["order"]
+    assert await runs_of(other.json()["id"]) == []
     again = await stack.api.post(
         "/api/v1/events",
         json={"event": {"id": "evt-pro", "name": "order.placed", "payload": {"orderId": 9}}},
@@ -261,7 +253,7 @@ async def test_events_start_the_matching_jobs_only(stack: Stack) -> None:
     assert again.json()["payload"] == {"orderId": 1, "plan": "pro"}  # the first one stands
     assert stack.jobs.queue.worker is not None
     await stack.jobs.queue.worker.drain()
-    assert await runs_of("evt-pro") == {"order": "SUCCESS", "pro-order": "SUCCESS"}
+    assert await runs_of("evt-pro") == [("order", "SUCCESS"), ("pro-order", "SUCCESS")]
 
 
 async def test_a_delayed_event_is_delivered_at_its_time(stack: Stack) -> None:
@@ -269,18 +261,35 @@ async def test_a_delayed_event_is_delivered_at_its_time(stack: Stack) -> None:
         "/api/v1/events",
         json={
             "event": {"id": "later", "name": "order.placed", "payload": {"orderId": 3}},
-            "options": {"deliverAfter": 1},
+            "options": {"deliverAfter": 1.5},
         },
     )
     assert response.status_code == 202
-    assert response.json()["deliveredAt"] is None
-    async with stack.jobs.client.pool.connection() as conn:
-        cur = await conn.execute(
-            f'select run_at - now() from "{stack.jobs.client.schema}".jobs'  # type: ignore[arg-type]
-            " where task_identifier = 'deliverEvent'"
-        )
-        row = await cur.fetchone()
-    assert row is not None and row[0].total_seconds() > 0.5
+    event = response.json()
+    assert event["deliveredAt"] is None
+    deliver_at = datetime.fromisoformat(event["deliverAt"])
+    assert deliver_at > datetime.fromisoformat(event["timestamp"]) + timedelta(seconds=1)
+    await asyncio.sleep(0.5)
+    assert await stack.runs_of_event("later") == []  # not yet
+
+    async def delivered() -> bool:
+        return len(await stack.runs_of_event("later")) == 1
+
+    await wait_until(delivered)
+    assert datetime.now(UTC) >= deliver_at - timedelta(seconds=0.1)
+
+
+async def test_events_of_another_environment_start_nothing_here(stack: Stack) -> None:
+    other = await stack.jobs.environments.ensure("acme", "web", "PRODUCTION")
+    response = await stack.api.post(
+        "/api/v1/events",
+        json={"event": {"id": "prod-1", "name": "order.placed", "payload": {"orderId": 5}}},
+        headers={"Authorization": f"Bearer {other.api_key}"},
+    )
+    assert response.status_code == 202
+    assert stack.jobs.queue.worker is not None
+    await stack.jobs.queue.worker.drain()
+    assert await stack.runs_of_event("prod-1") == []  # production has no endpoint yet
 
 
 async def test_endpoints_are_listed_and_a_wrong_one_is_refused(stack: Stack) -> None:
@@ -362,6 +371,97 @@ async def test_noop_io_tasks_of_trigger_dev_sdks_are_completed(stack: Stack) -> 
     assert (await stack.run(run_id))["status"] == "SUCCESS"
     late = await stack.api.post(url, json={"idempotencyKey": "k3", "noop": True})
     assert late.status_code == 409
+
+
+async def test_an_output_postgresql_cannot_store_fails_the_run(stack: Stack) -> None:
+    run = await stack.run(await stack.test("nul"))
+    assert run["status"] == "FAILURE"
+    assert "could not be stored" in run["output"]["message"]
+    assert stack.endpoint.executions == 1
+
+
+async def test_a_run_whose_execution_died_is_failed_by_the_sweep(stack: Stack) -> None:
+    await stack.jobs.client.pause_queue("executions")
+    run_id = await stack.test("echo")
+    schema = stack.jobs.client.schema
+    async with stack.jobs.client.pool.connection() as conn:
+        # The run was executing when its job failed for good (a worker killed on the last
+        # attempt), an hour ago.
+        await conn.execute(
+            f"update \"{schema}\".job_runs set status = 'EXECUTING',"  # type: ignore[arg-type]
+            " updated_at = now() - interval '1 hour' where id = %s",
+            (run_id,),
+        )
+    await stack.jobs.execution.fail_stalled_runs(None, None)  # type: ignore[arg-type]
+    run = await stack.run(run_id)
+    assert run["status"] == "FAILURE"
+    assert "its execution job no longer exists" in run["output"]["message"]
+    # a run whose execution is alive is left alone
+    await stack.jobs.client.resume_queue("executions")
+    gated = await stack.test("gate")
+
+    async def executing() -> bool:
+        return (await stack.api.get(f"/api/v1/runs/{gated}")).json()["status"] == "EXECUTING"
+
+    await wait_until(executing)
+    async with stack.jobs.client.pool.connection() as conn:
+        await conn.execute(
+            f'update "{schema}".job_runs'  # type: ignore[arg-type]
+            " set updated_at = now() - interval '1 hour' where id = %s",
+            (gated,),
+        )
+    await stack.jobs.execution.fail_stalled_runs(None, None)  # type: ignore[arg-type]
+    assert (await stack.api.get(f"/api/v1/runs/{gated}")).json()["status"] == "EXECUTING"
+
+
+async def test_an_idempotency_key_belongs_to_one_job(stack: Stack) -> None:
+    first = await stack.api.post("/api/v1/jobs/echo/invoke", headers={"idempotency-key": "k"})
+    assert first.status_code == 202
+    other_job = await stack.api.post("/api/v1/jobs/boom/invoke", headers={"idempotency-key": "k"})
+    assert other_job.status_code == 409
+    assert "already used" in other_job.json()["error"]
+    unknown = await stack.api.post("/api/v1/jobs/nope/invoke", headers={"idempotency-key": "k"})
+    assert unknown.status_code == 404
+    await stack.run(first.json()["runId"])
+    again = await stack.api.post("/api/v1/jobs/echo/invoke", headers={"idempotency-key": "k"})
+    assert (again.status_code, again.json()["status"]) == (200, "success")
+
+
+async def test_input_postgresql_cannot_hold_and_oversized_input_are_refused(
+    stack: Stack,
+) -> None:
+    nul = await stack.api.post("/api/v1/jobs/echo/test", json={"payload": {"a": "x\u0000"}})
+    assert nul.status_code == 400
+    assert nul.json()["error"].startswith("invalid input")
+    assert (await stack.api.get("/api/v1/runs/a%00b")).status_code == 400
+    far = await stack.api.post(
+        "/api/v1/events", json={"event": {"name": "x"}, "options": {"deliverAfter": 1e300}}
+    )
+    assert far.status_code == 400
+    big = await stack.api.post(
+        "/api/v1/jobs/echo/test", json={"payload": {"blob": "x" * (2 * 1024 * 1024)}}
+    )
+    assert big.status_code == 413
+
+
+async def test_register_job_records_a_job_sent_on_its_own(stack: Stack) -> None:
+    async with stack.jobs.client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select id from "{stack.jobs.client.schema}".endpoints'  # type: ignore[arg-type]
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    await stack.jobs.queue.enqueue(
+        "registerJob",
+        {
+            "endpointId": row[0],
+            "job": {"id": "late", "name": "Late", "version": "2.0.0", "event": {"name": "l"}},
+        },
+    )
+    assert stack.jobs.queue.worker is not None
+    await stack.jobs.queue.worker.drain()
+    response = await stack.api.post("/api/v1/jobs/late/test")
+    assert response.status_code == 202
 
 
 @pytest.mark.slow

@@ -125,6 +125,10 @@ class ProjectRef(Wire):
 class RunJobBody(Wire):
     """What EXECUTE_JOB sends (trigger.dev's RunJobBody, without the io-task fields)."""
 
+    def wire(self) -> dict[str, Any]:
+        # Nulls are kept: trigger.dev requires `event.payload` even when it is null.
+        return self.model_dump(mode="json", by_alias=True)
+
     event: ApiEventLog
     job: JobRef
     run: RunRef

@@ -5,9 +5,11 @@ exist. Errors are JSON `{"error": "..."}` with a status that says whose fault it
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import logging
+from datetime import datetime
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,8 +19,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kongflow.jobs.endpoint_api import EndpointError
 from kongflow.jobs.environments import Environment, check_slug
-from kongflow.jobs.runs import TERMINAL, JobNotFoundError, NewEvent, QueuedRun
+from kongflow.jobs.runs import (
+    TERMINAL,
+    IdempotencyKeyReused,
+    JobNotFoundError,
+    NewEvent,
+    QueuedRun,
+)
 from kongflow.jobs.service import JobsService
+
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def _http_url(value: str) -> str:
@@ -31,6 +42,9 @@ _URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 
 
+log = logging.getLogger("kongflow.api")
+
+
 class Body(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -40,11 +54,13 @@ class TestJobBody(Body):
 
 
 class InvokeOptions(Body):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
     callback_url: HttpUrl | None = None
 
 
 class InvokeBody(Body):
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: Any = Field(default_factory=dict)
     context: Any = None
     options: InvokeOptions = Field(default_factory=InvokeOptions)
 
@@ -60,7 +76,9 @@ class EventBody(Body):
 
 class SendEventOptions(Body):
     deliver_at: datetime | None = None
-    deliver_after: float | None = Field(default=None, ge=0, description="seconds")
+    deliver_after: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_SECONDS, description="seconds from now"
+    )
 
 
 class SendEventBody(Body):
@@ -81,6 +99,25 @@ class RunTaskBody(BaseModel):
 class CreateEndpointBody(Body):
     slug: str = Field(description="the endpoint's id (trigger.dev's client id)")
     url: HttpUrl
+
+
+class BodyLimit:
+    """Refuses a declared body over MAX_BODY_BYTES before reading it (plain ASGI, no cost to
+    other requests)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                response = JSONResponse(
+                    {"error": f"request body over {MAX_BODY_BYTES // 1024} KiB"}, 413
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _environment(
@@ -108,10 +145,28 @@ def create_app(jobs: JobsService) -> FastAPI:
     """The API over an open JobsService (whoever serves the app opens and closes it)."""
     app = FastAPI(title="kongflow", version="1", summary="Jobs, runs, events and endpoints")
     app.state.jobs = jobs
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input PostgreSQL cannot hold, e.g. a \u0000 in a string: the caller's to fix.
+        return JSONResponse({"error": f"invalid input: {exc.diag.message_primary or exc}"}, 400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the logs"}, 500)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse({"error": f"request body over {MAX_BODY_BYTES // 1024} KiB"}, 413)
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -155,6 +210,8 @@ def create_app(jobs: JobsService) -> FastAPI:
             )
         except JobNotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
+        except IdempotencyKeyReused as exc:
+            raise HTTPException(409, str(exc)) from None
         return JSONResponse(_queued(queued), 202 if created else 200)
 
     @app.get("/api/v1/runs/{run_id}", tags=["runs"])
@@ -206,9 +263,6 @@ def create_app(jobs: JobsService) -> FastAPI:
     @app.post("/api/v1/events", status_code=202, tags=["events"])
     async def send_event(body: SendEventBody, env: Env) -> dict[str, Any]:
         """Store an event and deliver it to the jobs it triggers, now or later."""
-        deliver_at = body.options.deliver_at
-        if body.options.deliver_after is not None:
-            deliver_at = datetime.now(UTC) + timedelta(seconds=body.options.deliver_after)
         event = await jobs.events.send_event(
             env,
             NewEvent(
@@ -218,7 +272,8 @@ def create_app(jobs: JobsService) -> FastAPI:
                 context=body.event.context,
                 source=body.event.source,
                 timestamp=body.event.timestamp,
-                deliver_at=deliver_at,
+                deliver_at=body.options.deliver_at,
+                deliver_after=body.options.deliver_after,
             ),
         )
         return {

@@ -64,8 +64,15 @@ async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concur
             await jobs.endpoints.create_endpoint(env, endpoint.id, endpoint_server.url)
             _welcome(url, env, api_server.url, endpoint_server.url, endpoint.id)
             if demo:
-                await _demo(jobs, env)
-            console.print("[dim]Ctrl-C stops everything[/dim]")
+                demo_run = asyncio.ensure_future(_demo(jobs, env))
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({demo_run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                demo_run.cancel()
+                stopped.cancel()
+                if demo_run.done() and not demo_run.cancelled():
+                    demo_run.result()  # its error, if it failed
+            if not stop.is_set():
+                console.print("[dim]Ctrl-C stops everything[/dim]")
             await stop.wait()
             console.print("stopping: the worker lets running jobs finish")
     finally:

@@ -1,6 +1,6 @@
 """Endpoints: registered after a PING proves the URL serves that endpoint with this
-environment's key, then indexed (`indexEndpoint` asks for INDEX_ENDPOINT and queues a
-`registerJob` per job, which records the job and its version)."""
+environment's key, then indexed: `indexEndpoint` asks for INDEX_ENDPOINT and records every job
+and version it lists in one transaction (what `registerJob` does for a single job)."""
 
 from __future__ import annotations
 
@@ -58,12 +58,9 @@ class EndpointService:
         if endpoint is None or environment is None:
             return
         index = await EndpointApi(self.http, endpoint["url"], environment.api_key).index()
-        async with self.queue.transaction() as tx:
+        async with self.queue.transaction() as tx:  # all of the index, or none of it
             for job_metadata in index.jobs:
-                await tx.enqueue(
-                    "registerJob",
-                    {"endpointId": endpoint["id"], "job": job_metadata.wire()},
-                )
+                await self.registry.register_job(tx.conn, environment, endpoint["id"], job_metadata)
             await tx.conn.execute(self._sql.mark_endpoint_indexed, (endpoint["id"],))
 
     async def register_job(self, payload: RegisterJobPayload, job: RunningJob) -> None:

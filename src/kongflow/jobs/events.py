@@ -96,18 +96,64 @@ class EventService:
 
 
 def filter_matches(payload: Any, pattern: dict[str, Any]) -> bool:
-    """trigger.dev's EventFilter: every key of the pattern must match. A list lists the
-    accepted values (empty: anything); a nested object matches a nested object, or any item
-    of a list of them."""
+    """trigger.dev's EventFilter: every key of the pattern must match. A list lists what is
+    accepted (values, or content filters such as `{"$startsWith": "a"}`; empty: anything); a
+    nested object matches a nested object, or any item of a list of them."""
     if not isinstance(payload, dict):
         return not pattern
     for key, expected in pattern.items():
         actual = payload.get(key)
         if isinstance(expected, list):
-            if expected and actual not in expected:
+            if expected and not any(_accepts(item, key in payload, actual) for item in expected):
                 return False
         elif isinstance(expected, dict):
             items = actual if isinstance(actual, list) else [actual]
             if not any(filter_matches(item, expected) for item in items):
                 return False
     return True
+
+
+def _accepts(item: Any, present: bool, actual: Any) -> bool:
+    try:
+        return _content_matches(item, present, actual)
+    except (TypeError, IndexError, AttributeError):  # a malformed operand matches nothing
+        return False
+
+
+def _content_matches(item: Any, present: bool, actual: Any) -> bool:
+    if not isinstance(item, dict):
+        return type(item) is type(actual) and item == actual  # True is not 1
+    if len(item) != 1:
+        return False
+    ((operator, operand),) = item.items()
+    text = isinstance(actual, str)
+    number = isinstance(actual, int | float) and not isinstance(actual, bool)
+    match operator:
+        case "$startsWith":
+            return text and actual.startswith(operand)
+        case "$endsWith":
+            return text and actual.endswith(operand)
+        case "$ignoreCaseEquals":
+            return text and isinstance(operand, str) and actual.casefold() == operand.casefold()
+        case "$exists":
+            return present is bool(operand)
+        case "$isNull":
+            return (present and actual is None) is bool(operand)
+        case "$anythingBut":
+            excluded = operand if isinstance(operand, list) else [operand]
+            return present and actual not in excluded
+        case "$gt":
+            return number and actual > operand
+        case "$gte":
+            return number and actual >= operand
+        case "$lt":
+            return number and actual < operand
+        case "$lte":
+            return number and actual <= operand
+        case "$between":
+            return number and operand[0] <= actual <= operand[1]
+        case "$includes":
+            return isinstance(actual, list) and operand in actual
+        case "$not":
+            return bool(actual != operand)
+    return False  # an operator this version does not know never matches

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
@@ -37,6 +38,7 @@ from kongflow.protocol import (
 from kongflow.queue.errors import KongflowError
 from kongflow.queue.tasks import RunningJob
 from kongflow.workerqueue.catalog import IdPayload
+from kongflow.workerqueue.task import CronPayload
 
 
 class EndpointUnavailable(KongflowError):
@@ -64,32 +66,50 @@ class RunExecution:
         run = await self._begin(payload.id)
         if run is None:
             return
-        body = run_job_body(run)
         started = time.monotonic()
-        outcome = await self._call(run, body)
+        outcome = await self._call(run, run_job_body(run))
         duration_ms = int((time.monotonic() - started) * 1000)
-        last_attempt = job.attempts >= job.max_attempts
-        if outcome.retry and last_attempt:
+        if outcome.retry and job.attempts >= job.max_attempts:
             outcome = Outcome("FAILURE", outcome.output)
+        try:
+            await self._finish(payload.id, outcome, duration_ms)
+        except psycopg.DataError as exc:  # e.g. a \u0000 in the output, which jsonb refuses
+            unstorable = _error(f"the endpoint's answer could not be stored: {exc}")
+            await self._finish(payload.id, Outcome("FAILURE", unstorable), duration_ms)
+        if outcome.retry:
+            raise EndpointUnavailable(str((outcome.output or {}).get("message")))
+
+    async def fail_stalled_runs(self, payload: CronPayload, job: RunningJob) -> None:
+        """Runs that can no longer finish on their own (their execution job died: a worker
+        killed on the last attempt, a job timeout, a database error) end as FAILURE, so their
+        subscribers hear of it. Runs every minute."""
+        async with self.runs.queue.transaction() as tx:
+            cur = await tx.conn.execute(self._sql.fail_stalled_runs)
+            for run_id, last_error in await cur.fetchall():
+                detail = _error(f"the execution stopped without a result: {last_error}")
+                await tx.conn.execute(self._sql.set_run_output, (Jsonb(detail), run_id))
+                await self.runs.record_status(tx.conn, run_id, "FAILURE", detail)
+                await tx.enqueue("runFinished", {"id": run_id})
+
+    async def _finish(self, run_id: str, outcome: Outcome, duration_ms: int) -> None:
+        """Record the outcome, unless the run was cancelled meanwhile (CANCELED stays)."""
+        status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
         async with self.runs.queue.transaction() as tx:
             cur = await tx.conn.execute(
                 self._sql.finish_execution,
                 {
-                    "id": payload.id,
-                    "status": "WAITING_TO_EXECUTE" if outcome.retry else outcome.status,
+                    "id": run_id,
+                    "status": status,
                     "output": Jsonb(outcome.output) if outcome.output is not None else None,
                     "terminal": not outcome.retry,
                     "duration_ms": duration_ms,
                 },
             )
             if await cur.fetchone() is None:
-                return  # cancelled while the endpoint worked: CANCELED stays
-            status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
-            await self.runs.record_status(tx.conn, payload.id, status, outcome.output)
+                return
+            await self.runs.record_status(tx.conn, run_id, status, outcome.output)
             if status in TERMINAL:
-                await tx.enqueue("runFinished", {"id": payload.id})
-        if outcome.retry:
-            raise EndpointUnavailable(str((outcome.output or {}).get("message")))
+                await tx.enqueue("runFinished", {"id": run_id})
 
     async def _begin(self, run_id: str) -> dict[str, Any] | None:
         """EXECUTING (counting the execution), or None if the run is over or gone."""
@@ -112,6 +132,8 @@ class RunExecution:
         api = EndpointApi(self.http, run["endpoint_url"], run["api_key"])
         try:
             response = await api.execute(body, self.request_timeout)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return Outcome("FAILURE", _error(f"could not reach the endpoint: {exc!r}"), retry=True)
         except httpx.TimeoutException:
             return Outcome(
                 "TIMED_OUT", _error(f"the endpoint did not answer within {self.request_timeout}s")

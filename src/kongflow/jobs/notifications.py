@@ -1,7 +1,10 @@
 """Telling subscribers how a run ended: `runFinished` -> `deliverRunSubscriptions` -> one
 `deliverRunSubscription` per callback, each a webhook POST of the run notification signed
-with the environment's API key, retried by the queue until it is delivered. A subscription is
-marked delivered in the transaction that holds its row lock, so it is delivered once."""
+with the environment's API key, retried by the queue until it is delivered.
+
+Delivery is at least once, and in practice once: each subscription has one keyed delivery
+job, and is marked delivered as soon as the subscriber takes it (only a failure to record that
+after the subscriber answered would send it again)."""
 
 from __future__ import annotations
 
@@ -83,34 +86,36 @@ class RunNotifications:
         return [str(subscription_id) for (subscription_id,) in await cur.fetchall()]
 
     async def deliver_subscription(self, payload: IdPayload, job: RunningJob) -> None:
+        """POST the notification, with no connection held while the subscriber answers."""
         async with (
-            self.runs.queue.transaction() as tx,
-            tx.conn.cursor(row_factory=dict_row) as cur,
+            self.runs.queue.client.pool.connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
         ):
-            await cur.execute(self._sql.lock_subscription, (payload.id,))
+            await cur.execute(self._sql.subscription, (payload.id,))
             subscription = await cur.fetchone()
             if subscription is None or subscription["delivered_at"] is not None:
                 return
             await cur.execute(self._sql.run_context, (subscription["run_id"],))
             run = await cur.fetchone()
-            if run is None:
-                return
-            body = json.dumps(run_notification(run), separators=(",", ":")).encode()
-            try:
-                response = await self.http.post(
-                    subscription["url"],
-                    content=body,
-                    headers={
-                        "content-type": "application/json",
-                        SIGNATURE_HEADER: sign(run["api_key"], body),
-                    },
-                    timeout=self.timeout,
-                )
-            except httpx.HTTPError as exc:
-                raise DeliveryFailed(f"could not reach {subscription['url']}: {exc!r}") from None
-            if not response.is_success:
-                raise DeliveryFailed(f"{subscription['url']} answered HTTP {response.status_code}")
-            await cur.execute(self._sql.mark_subscription_delivered, (payload.id,))
+        if run is None:
+            return
+        body = json.dumps(run_notification(run), separators=(",", ":")).encode()
+        try:
+            response = await self.http.post(
+                subscription["url"],
+                content=body,
+                headers={
+                    "content-type": "application/json",
+                    SIGNATURE_HEADER: sign(run["api_key"], body),
+                },
+                timeout=self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"could not reach {subscription['url']}: {exc!r}") from None
+        if not response.is_success:
+            raise DeliveryFailed(f"{subscription['url']} answered HTTP {response.status_code}")
+        async with self.runs.queue.client.pool.connection() as conn:
+            await conn.execute(self._sql.mark_subscription_delivered, (payload.id,))
 
 
 def run_notification(run: dict[str, Any]) -> dict[str, Any]:

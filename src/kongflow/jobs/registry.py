@@ -50,6 +50,7 @@ class Registry:
                 event.names,
                 event.source,
                 Jsonb(event.filter) if event.filter is not None else None,
+                job.enabled,
                 Jsonb(job.wire()),
             ),
         )

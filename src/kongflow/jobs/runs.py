@@ -33,6 +33,13 @@ class JobNotFoundError(KongflowError, LookupError):
         self.job_slug = job_slug
 
 
+class IdempotencyKeyReused(KongflowError, ValueError):
+    def __init__(self, key: str, job_slug: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used to invoke job {job_slug!r}: use a new key"
+        )
+
+
 @dataclass(frozen=True)
 class QueuedRun:
     run_id: str
@@ -55,6 +62,7 @@ class NewEvent:
     source: str = "trigger.dev"
     timestamp: datetime | None = None
     deliver_at: datetime | None = None
+    deliver_after: float | None = None  # seconds from now, by the database's clock
     is_test: bool = False
 
 
@@ -106,8 +114,10 @@ class RunService:
         callback_url: str | None = None,
     ) -> tuple[QueuedRun, bool]:
         """Invoke a job directly. A repeated `idempotency_key` returns the first run (and
-        False: nothing new was created). `callback_url` is told of the run's outcome."""
+        False: nothing new was created); the key may not be reused for another job.
+        `callback_url` is told of the run's outcome."""
         async with self.queue.transaction() as tx:
+            version = await self._latest_version(tx.conn, environment, job_slug)
             if idempotency_key is not None:
                 # Serialises invokes with the same key, so exactly one creates the run.
                 await tx.conn.execute(
@@ -118,8 +128,10 @@ class RunService:
                 )
                 existing = await cur.fetchone()
                 if existing is not None:
-                    return QueuedRun(str(existing[0]), str(existing[1])), False
-            version = await self._latest_version(tx.conn, environment, job_slug)
+                    run_id, event_id, status, slug = (str(v) for v in existing)
+                    if slug != job_slug:
+                        raise IdempotencyKeyReused(idempotency_key, slug)
+                    return QueuedRun(run_id, event_id, status.lower()), False
             event = await self.store_event(
                 tx.conn,
                 environment,
@@ -158,6 +170,7 @@ class RunService:
                     event.is_test,
                     event.timestamp,
                     event.deliver_at,
+                    event.deliver_after,
                 ),
             )
             row: dict[str, Any] | None = await cur.fetchone()
@@ -212,9 +225,9 @@ class RunService:
             )
 
     async def cancel_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
-        """CANCELED from any non-terminal status; the run's pending execution is removed (a
-        running one finishes its attempt but its result is ignored and it is not retried).
-        None if there is no such run."""
+        """CANCELED from any non-terminal status; the run's pending execution is removed and
+        a running one is stopped (a result that still arrives is ignored). None if there is
+        no such run."""
         async with self.queue.transaction() as tx:
             cur = await tx.conn.execute(self._sql.lock_run, (run_id, environment.id))
             row = await cur.fetchone()
@@ -223,7 +236,10 @@ class RunService:
             if row[0] not in TERMINAL:
                 await tx.conn.execute(self._sql.cancel_run, (run_id,))
                 await self.record_status(tx.conn, run_id, "CANCELED")
-                await tx.dequeue(execution_key(run_id))
+                execution = await tx.dequeue(execution_key(run_id))
+                if execution is not None and execution.state == "running":
+                    # Stop the request in flight too, freeing the run's queue at once.
+                    await self.queue.client.cancel_job(execution.id, conn=tx.conn)
                 await tx.enqueue("runFinished", {"id": run_id})
         return await self.get_run(environment, run_id)
 
@@ -252,10 +268,6 @@ class RunService:
             await cur.execute(self._sql.run_statuses, (run_id,))
             run["statuses"] = await cur.fetchall()
             return run
-
-    async def latest_version(self, environment: Environment, job_slug: str) -> dict[str, Any]:
-        async with self.queue.client.pool.connection() as conn:
-            return await self._latest_version(conn, environment, job_slug)
 
     async def _latest_version(
         self, conn: AsyncConnection[Any], environment: Environment, job_slug: str

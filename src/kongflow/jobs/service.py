@@ -17,9 +17,10 @@ from kongflow.jobs.runs import RunService
 from kongflow.jobs.schema import ALL_COMPONENTS
 from kongflow.queue.client import Client
 from kongflow.queue.tasks import ExponentialBackoff, RetryPolicy
-from kongflow.workerqueue import TaskDefinition, WorkerQueue
+from kongflow.workerqueue import RecurringTask, TaskDefinition, WorkerQueue
 from kongflow.workerqueue.catalog import QUEUE_LIMITS, TRIGGER_CATALOG
 
+FAIL_STALLED_RUNS = "jobs.failStalledRuns"
 _EXECUTION_BACKOFF = ExponentialBackoff(base=2, max_exponent=8)
 _WEBHOOK_BACKOFF = ExponentialBackoff(base=2, max_exponent=10)
 
@@ -86,6 +87,9 @@ class JobsService:
         self.endpoints = EndpointService(self.queue, self.http)
         for part in (self.runs, self.execution, self.notifications, self.events, self.endpoints):
             self.queue.handlers.update(part.handlers())
+        self.queue.recurring[FAIL_STALLED_RUNS] = RecurringTask(
+            "* * * * *", self.execution.fail_stalled_runs
+        )
 
     async def open(self) -> JobsService:
         if self._owns_client and not self.client.is_open:

@@ -50,10 +50,12 @@ class JobsSQL:
     run_context: str
     begin_execution: str
     finish_execution: str
+    fail_stalled_runs: str
+    set_run_output: str
     # subscriptions
     insert_subscription: str
     pending_subscriptions: str
-    lock_subscription: str
+    subscription: str
     mark_subscription_delivered: str
 
 
@@ -123,35 +125,38 @@ def jobs_sql(schema: str) -> JobsSQL:
         ),
         upsert_job_version=(
             f"insert into {s}.job_versions (job_id, environment_id, endpoint_id, version,"
-            " event_names, event_source, event_filter, metadata)"
-            " values (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " event_names, event_source, event_filter, enabled, metadata)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " on conflict (job_id, environment_id, version) do update set"
             " endpoint_id = excluded.endpoint_id, event_names = excluded.event_names,"
             " event_source = excluded.event_source, event_filter = excluded.event_filter,"
-            " metadata = excluded.metadata returning id"
+            " enabled = excluded.enabled, metadata = excluded.metadata,"
+            " registered_at = now() returning id"
         ),
         latest_job_version=(
             "select j.id as job_id, j.slug as job_slug, v.id as version_id, v.version,"
             " v.endpoint_id, v.event_names[1] as event_name, v.event_source"
             f" from {s}.job_definitions j join {s}.job_versions v on v.job_id = j.id"
             " where j.project_id = %s and j.slug = %s and v.environment_id = %s"
-            " order by v.created_at desc limit 1"
+            " order by v.registered_at desc limit 1"
         ),
         version_by_id=(
             "select v.job_id, v.id as version_id, v.endpoint_id, v.environment_id"
             f" from {s}.job_versions v where v.id = %s"
         ),
-        # The latest version of each job in the environment, kept if it listens to this event.
+        # The latest version of each job in the environment, if enabled and listening to
+        # this event.
         matching_versions=(
             "select id, event_filter from (select distinct on (job_id) id, event_names,"
-            f" event_source, event_filter from {s}.job_versions where environment_id = %s"
-            " order by job_id, created_at desc) latest"
-            " where event_source = %s and %s = any(event_names)"
+            f" event_source, event_filter, enabled from {s}.job_versions"
+            " where environment_id = %s order by job_id, registered_at desc) latest"
+            " where enabled and event_source = %s and %s = any(event_names)"
         ),
         insert_event=(
             f"insert into {s}.event_records (environment_id, event_id, name, source, payload,"
             ' context, is_test, "timestamp", deliver_at)'
-            " values (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))"
+            " values (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()),"
+            " coalesce(%s, now() + make_interval(secs => %s), now()))"
             " on conflict (environment_id, event_id) do nothing returning *"
         ),
         event_by_event_id=(
@@ -161,7 +166,7 @@ def jobs_sql(schema: str) -> JobsSQL:
         mark_event_delivered=(f"update {s}.event_records set delivered_at = now() where id = %s"),
         lock_idempotency_key="select pg_advisory_xact_lock(hashtextextended(%s, 0))",
         run_by_idempotency_key=(
-            f"select r.id, ev.event_id {run_from}"
+            f"select r.id, ev.event_id, r.status, j.slug {run_from}"
             " where r.environment_id = %s and r.idempotency_key = %s"
         ),
         insert_run=(
@@ -223,6 +228,20 @@ def jobs_sql(schema: str) -> JobsSQL:
             " execution_duration_ms = execution_duration_ms + %(duration_ms)s,"
             " updated_at = now() where id = %(id)s and status = 'EXECUTING' returning id"
         ),
+        # Unfinished runs whose execution job is gone or permanently failed: FAILURE.
+        fail_stalled_runs=(
+            f"update {s}.job_runs r set status = 'FAILURE', completed_at = now(),"
+            " updated_at = now()"
+            " where r.status in ('QUEUED', 'EXECUTING', 'WAITING_TO_EXECUTE')"
+            " and r.updated_at < now() - interval '1 minute'"
+            f" and not exists (select 1 from {s}._jobs j"
+            " where j.key = 'performRunExecution:' || r.id"
+            " and (j.locked_at is not null or j.attempts < j.max_attempts))"
+            " returning r.id, coalesce((select j.last_error from"
+            f" {s}._jobs j where j.key = 'performRunExecution:' || r.id),"
+            " 'its execution job no longer exists')"
+        ),
+        set_run_output=f"update {s}.job_runs set output = %s where id = %s",
         insert_subscription=(
             f"insert into {s}.run_subscriptions (run_id, url, event) values (%s, %s, %s)"
             " on conflict do nothing"
@@ -231,11 +250,11 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"select id from {s}.run_subscriptions"
             " where run_id = %s and event = %s and delivered_at is null order by id"
         ),
-        lock_subscription=(
-            f"select id, run_id, url, event, delivered_at from {s}.run_subscriptions"
-            " where id = %s for update"
+        subscription=(
+            f"select id, run_id, url, event, delivered_at from {s}.run_subscriptions where id = %s"
         ),
         mark_subscription_delivered=(
-            f"update {s}.run_subscriptions set delivered_at = now() where id = %s"
+            f"update {s}.run_subscriptions set delivered_at = now()"
+            " where id = %s and delivered_at is null"
         ),
     )
