@@ -51,6 +51,23 @@ class Job:
         row["errors"] = row["errors"] or []
         return cls(**row)
 
+    @classmethod
+    def from_values(cls, names: Sequence[str], values: Sequence[Any]) -> Self:
+        """`from_row` for the worker's claims: fills the frozen instance's __dict__ in one
+        step instead of field by field through the frozen __setattr__ (about 3x faster)."""
+        state = dict(zip(names, values, strict=True))
+        state["flags"] = sorted(state["flags"]) if state["flags"] else []
+        state["errors"] = state["errors"] or []
+        state.update(cls._runtime_state())
+        job = object.__new__(cls)
+        job.__dict__.update(state)
+        return job
+
+    @classmethod
+    def _runtime_state(cls) -> dict[str, Any]:
+        """Fields that do not come from the database (none here)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class JobSpec:

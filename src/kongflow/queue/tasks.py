@@ -13,6 +13,34 @@ from typing import Any, Protocol
 from kongflow.queue.models import Job
 
 
+class CancelSignal:
+    """`threading.Event`'s is_set/wait/set, with the Event made only when a thread waits: most
+    jobs never wait on it, and an Event (a Condition and a lock) costs more than the job."""
+
+    __slots__ = ("_event", "_flag")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        self._flag = True  # before reading _event: see wait()
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        event = self._event
+        if event is None:
+            event = self._event = threading.Event()  # published before the flag is read
+        if self._flag:
+            return True
+        return event.wait(timeout)
+
+
 @dataclass(frozen=True)
 class RunningJob(Job):
     """The job a handler is running, with a cancellation signal.
@@ -20,7 +48,11 @@ class RunningJob(Job):
     `cancelled` is set when the job is cancelled, times out or the worker shuts down. An async
     handler is also cancelled directly; a plain (threaded) handler should check `cancelled`."""
 
-    cancelled: threading.Event = field(default_factory=threading.Event, compare=False)
+    cancelled: CancelSignal = field(default_factory=CancelSignal, compare=False)
+
+    @classmethod
+    def _runtime_state(cls) -> dict[str, Any]:
+        return {"cancelled": CancelSignal()}
 
 
 Handler = Callable[[Any, RunningJob], Awaitable[Any]] | Callable[[Any, RunningJob], Any]

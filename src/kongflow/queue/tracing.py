@@ -5,6 +5,7 @@ nothing on the hot path)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,16 +22,27 @@ if TYPE_CHECKING:
 _TRACER_NAME = "kongflow"
 
 
-def _tracing() -> bool:
-    return trace is not None and not isinstance(
-        trace.get_tracer_provider(), trace.ProxyTracerProvider
-    )
+_configured = False
+_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def tracing_enabled() -> bool:
+    """Is a tracer provider set? Asked per job, so kept cheap: once one is set it stays
+    (OpenTelemetry sets it once); until then, unless the environment names one, the API's
+    global is read directly rather than through its environment lookup."""
+    global _configured
+    if _configured or trace is None:
+        return _configured
+    if not _FROM_ENVIRONMENT and getattr(trace, "_TRACER_PROVIDER", True) is None:
+        return False
+    _configured = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _configured
 
 
 @contextmanager
 def enqueue_span(identifier: str, queue_name: str | None) -> Iterator[dict[str, str] | None]:
     """Yields the headers that carry the current trace to the job (None without tracing)."""
-    if not _tracing():
+    if not tracing_enabled():
         yield None
         return
     tracer = trace.get_tracer(_TRACER_NAME)
@@ -47,7 +59,7 @@ def enqueue_span(identifier: str, queue_name: str | None) -> Iterator[dict[str, 
 @contextmanager
 def job_span(job: Job) -> Iterator[Any]:
     """A span for one attempt, a child of the span that enqueued the job."""
-    if not _tracing():
+    if not tracing_enabled():
         yield None
         return
     tracer = trace.get_tracer(_TRACER_NAME)

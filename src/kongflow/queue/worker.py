@@ -20,12 +20,12 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from kongflow import embedded
@@ -39,7 +39,7 @@ from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import channels, migrate
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
-from kongflow.queue.tracing import job_span, record_failure
+from kongflow.queue.tracing import job_span, record_failure, tracing_enabled
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
 log = logging.getLogger("kongflow.worker")
@@ -52,7 +52,12 @@ ForbiddenFlags = (
 _DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
 DEFAULT_MAINTENANCE = MaintenanceOptions()
 _MAX_TRACEBACK = 8000
-_running_job_row = kwargs_row(RunningJob.from_row)
+_NO_SPAN = nullcontext()
+
+
+def _running_job_row(cursor: Any) -> Callable[[Sequence[Any]], RunningJob]:
+    names = [column.name for column in cursor.description]
+    return lambda values: RunningJob.from_values(names, values)
 
 
 def queue_patterns(queues: Sequence[str] | None) -> list[str] | None:
@@ -411,7 +416,7 @@ class Worker:
         started = time.monotonic()
         task = self.tasks.get(job.task_identifier)
         try:
-            with job_span(job) as span:
+            with job_span(job) if tracing_enabled() else _NO_SPAN as span:
                 try:
                     if task is None:  # cannot happen: claims only take this worker's tasks
                         raise PermanentFailure(f"no handler for task {job.task_identifier!r}")
