@@ -115,7 +115,7 @@ def test_cleanup(cli: Any, database_url: str, schema: str) -> None:
 def test_worker_rejects_a_bad_crontab_with_its_line(cli: Any, tmp_path: Path) -> None:
     crontab = tmp_path / "crontab"
     crontab.write_text("# nightly\n0 3 * * * cleanup\n0 99 * * * broken\n")
-    out = cli("worker", "--tasks", "benchmarks.noop_tasks", "--crontab", str(crontab))
+    out = cli("worker", "--tasks", "kongflow.bench:tasks", "--crontab", str(crontab))
     assert out.exit_code == 1
     assert "crontab line 3" in out.output
 

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from kongflow import Client, InvalidJobError, JobSpec
+from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import channels
 from tests.helpers import count_jobs
 
@@ -195,6 +196,30 @@ async def test_add_jobs_with_keys(client: Client) -> None:
     assert by_key["a"].run_at == existing.run_at  # preserved: attempts was 0
     assert by_key["b"].payload == {"x": 2}  # last spec for a key wins
     assert await count_jobs(client) == 3
+
+
+async def test_add_jobs_fast_counts_what_add_jobs_would_return(
+    client: Client, database_url: str
+) -> None:
+    metrics = Metrics()
+    async with Client(database_url, schema=client.schema, metrics=metrics) as counted:
+        added = await counted.add_jobs_fast(
+            [JobSpec("t", [1], job_key="k"), JobSpec("t", [2], job_key="k")]
+            + [JobSpec("u", {"n": n}, queue_name="q") for n in range(10)]
+        )
+        assert added == 11  # the two keyed specs are one job
+        assert await counted.add_jobs_fast([]) == 0
+    assert await count_jobs(client) == 11
+    job = await client.get_job((await client.list_jobs(task="t"))[0].id)
+    assert job is not None and job.payload == [1, 2]
+    assert (
+        metrics.registry.get_sample_value(
+            "kongflow_jobs_enqueued_total", {"task": "u", "queue": "q"}
+        )
+        == 10
+    )
+    with pytest.raises(InvalidJobError, match=r"specs\[0\]\.identifier"):
+        await client.add_jobs_fast([JobSpec("")])
 
 
 async def test_add_jobs_replaces_a_running_holder(client: Client) -> None:

@@ -47,7 +47,7 @@ class Peer:
         await ctx["client"].add_job("noop", payload)
 
     async def enqueue_batch(self, ctx: dict[str, Any], payloads: list[dict[str, Any]]) -> None:
-        await ctx["client"].add_jobs([JobSpec("noop", p) for p in payloads])
+        await ctx["client"].add_jobs_fast([JobSpec("noop", p) for p in payloads])
 
     async def pending(self, ctx: dict[str, Any]) -> int:
         return await self._count(ctx, "select count(*) from kongflow._jobs")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
-from kongflow.api import BackgroundServer, create_app
 from kongflow.cli.common import (
     DatabaseUrl,
     Schema,
@@ -22,11 +21,11 @@ from kongflow.cli.common import (
     fail,
     run_db,
 )
-from kongflow.jobs.environments import Environment
-from kongflow.jobs.runs import TERMINAL, JobNotFoundError
-from kongflow.jobs.service import JobsService
-from kongflow.sdk.example import example_endpoint
 from kongflow.settings import DEFAULT_SCHEMA
+
+if TYPE_CHECKING:  # the service, API and SDK load only when `dev` runs, not for every command
+    from kongflow.jobs.environments import Environment
+    from kongflow.jobs.service import JobsService
 
 
 def dev(
@@ -46,6 +45,10 @@ def dev(
 
 
 async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concurrency: int) -> None:
+    from kongflow.api import BackgroundServer, create_app
+    from kongflow.jobs.service import JobsService
+    from kongflow.sdk.example import example_endpoint
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -96,6 +99,8 @@ def _welcome(db_url: str, env: Environment, api: str, endpoint_url: str, slug: s
 
 async def _demo(jobs: JobsService, env: Environment) -> None:
     """Test hello-world once indexing has registered it, and follow the run to its end."""
+    from kongflow.jobs.runs import TERMINAL, JobNotFoundError
+
     for _ in range(100):
         try:
             queued = await jobs.runs.test_job(env, "hello-world", {"name": "kongflow"})

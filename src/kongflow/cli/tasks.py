@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from kongflow.cli.common import console
-from kongflow.workerqueue.catalog import TRIGGER_CATALOG
-from kongflow.workerqueue.email import SmtpSettings, email_handler
-from kongflow.workerqueue.task import TypedHandler
+
+if TYPE_CHECKING:  # the catalog (pydantic models) loads only when asked for
+    from kongflow.workerqueue.task import TypedHandler
 
 
 def catalog_handlers() -> dict[str, TypedHandler]:
     """The handlers this installation registers for trigger.dev's catalog."""
+    from kongflow.workerqueue.email import SmtpSettings, email_handler
+
     handlers: dict[str, TypedHandler] = {}
     if os.environ.get("KONGFLOW_SMTP_URL"):
         handlers["scheduleEmail"] = email_handler(SmtpSettings.from_env())
@@ -27,6 +29,8 @@ def tasks(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List trigger.dev's task catalog: queue, priority, attempts, timeout, handler."""
+    from kongflow.workerqueue.catalog import TRIGGER_CATALOG
+
     handlers = catalog_handlers()
     rows = [
         {

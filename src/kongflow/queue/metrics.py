@@ -64,6 +64,10 @@ class Metrics(WorkerHooks):
         for job in jobs:
             self.enqueued.labels(job.task_identifier, job.queue_name or "").inc()
 
+    def record_enqueued_counts(self, counts: Iterable[tuple[str, str | None, int]]) -> None:
+        for task, queue, count in counts:
+            self.enqueued.labels(task, queue or "").inc(count)
+
     def record_rescued(self, jobs: Iterable[tuple[str, str | None]]) -> None:
         for task, queue in jobs:
             self.rescued.labels(task, queue or "").inc()

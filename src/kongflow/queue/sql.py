@@ -13,6 +13,7 @@ from kongflow.settings import validate_schema
 class EngineSQL:
     add_job: str
     add_jobs: str
+    add_jobs_counted: str
     remove_job: str
     complete_jobs: str
     permanently_fail_jobs: str
@@ -48,6 +49,10 @@ class EngineSQL:
 def engine_sql(schema: str) -> EngineSQL:
     """The statements for one schema (the name is validated, then quoted into the text)."""
     s = f'"{validate_schema(schema)}"'
+    add_jobs_call = (
+        f"{s}.add_jobs("
+        f"array(select r from json_populate_recordset(null::{s}.job_spec, %s::json) r), %s)"
+    )
     return EngineSQL(
         add_job=(
             f"select * from {s}.add_job("
@@ -57,9 +62,9 @@ def engine_sql(schema: str) -> EngineSQL:
             " priority => %(priority)s::int, flags => %(flags)s::text[],"
             " job_key_mode => %(job_key_mode)s, headers => %(headers)s::jsonb)"
         ),
-        add_jobs=(
-            f"select * from {s}.add_jobs("
-            f"array(select r from json_populate_recordset(null::{s}.job_spec, %s::json) r), %s)"
+        add_jobs=f"select * from {add_jobs_call}",
+        add_jobs_counted=(
+            f"select j.task_identifier, j.queue_name, count(*) from {add_jobs_call} j group by 1, 2"
         ),
         remove_job=f"select * from {s}.remove_job(%s) where id is not null",
         complete_jobs=f"select * from {s}.complete_jobs(%s::bigint[])",
