@@ -60,7 +60,7 @@ class Job:
         state["errors"] = state["errors"] or []
         state.update(cls._runtime_state())
         job = object.__new__(cls)
-        job.__dict__.update(state)
+        object.__setattr__(job, "__dict__", state)
         return job
 
     @classmethod
