@@ -14,6 +14,7 @@ import pytest
 from kongflow import (
     Client,
     FixedBackoff,
+    JobSpec,
     PermanentFailure,
     RunningJob,
     Snooze,
@@ -368,3 +369,30 @@ async def test_a_lost_workers_late_result_is_rejected(client: Client) -> None:
     finally:
         release.set()
         await a.stop(timeout=1)
+
+
+async def test_pipelined_claims_of_one_worker_keep_queue_limits_and_slots(client: Client) -> None:
+    """A backlog makes the worker keep two claims in flight: neither may break a queue's limit
+    or the worker's own slot count."""
+    running: dict[str, int] = {"serial": 0, "limited": 0, "none": 0, "all": 0}
+    peaks = dict(running)
+
+    async def work(payload: dict[str, str], job: RunningJob) -> None:
+        for name in (payload["q"], "all"):
+            running[name] += 1
+            peaks[name] = max(peaks[name], running[name])
+        await asyncio.sleep(0.002)
+        for name in (payload["q"], "all"):
+            running[name] -= 1
+
+    await client.add_jobs(
+        [JobSpec("work", {"q": "serial"}, queue_name="serial") for _ in range(60)]
+        + [JobSpec("work", {"q": "limited"}, queue_name="limited") for _ in range(60)]
+        + [JobSpec("work", {"q": "none"}) for _ in range(400)]
+    )
+    worker = make_worker(client, {"work": work}, concurrency=40, queue_limits={"limited": 3})
+    async with worker:
+        await worker.drain()
+    assert (peaks["serial"], peaks["limited"]) == (1, 3)
+    assert 3 < peaks["all"] <= 40
+    assert await count_jobs(client) == 0

@@ -53,6 +53,7 @@ _DB_ERRORS = (psycopg.OperationalError, PoolTimeout)
 DEFAULT_MAINTENANCE = MaintenanceOptions()
 _MAX_TRACEBACK = 8000
 _NO_SPAN = nullcontext()
+_CLAIMS_IN_FLIGHT = 2
 
 
 def _running_job_row(cursor: Any) -> Callable[[Sequence[Any]], RunningJob]:
@@ -154,6 +155,10 @@ class Worker:
         self._early_cancels: set[int] = set()
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="kongflow-job")
         self._wakeup = asyncio.Event()
+        self._claiming = 0  # slots reserved by claims in flight
+        self._backlog = False  # the last claim came back full
+        self._claim_delay = 0.1  # back-off after a failed claim
+        self._reregistering = asyncio.Lock()
         self._stopping = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -290,7 +295,8 @@ class Worker:
     async def drain(self) -> None:
         """Return once no job this worker could take is ready and none is running here."""
         while True:
-            if not self._running and self._completer is not None and not self._completer.backlog:
+            idle = not self._running and not self._claiming
+            if idle and self._completer is not None and not self._completer.backlog:
                 row = await self._fetchone(
                     self._sql.has_ready_jobs,
                     {
@@ -328,31 +334,52 @@ class Worker:
     # -- producer ----------------------------------------------------------------------------
 
     async def _produce(self) -> None:
-        delay = 0.1
-        while not self._stopping:
-            self._wakeup.clear()
-            free = self.concurrency - len(self._running)
-            backlogged = self._completer is not None and self._completer.backlog > 10 * (
-                self.concurrency
-            )
-            if free > 0 and not backlogged:
-                try:
-                    jobs = await self._claim(free)
-                except WorkerLost:
-                    await self._register_again()
+        """Claims jobs into free slots. While claims come back full (a backlog), two are kept
+        in flight, each for up to half the slots, so the database works on the next batch
+        while this process starts the last one; otherwise one claim at a time."""
+        claims: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping:
+                self._wakeup.clear()
+                free = self.concurrency - len(self._running) - self._claiming
+                backlogged = self._completer is not None and self._completer.backlog > 10 * (
+                    self.concurrency
+                )
+                wanted = not claims or (self._backlog and len(claims) < _CLAIMS_IN_FLIGHT)
+                if free > 0 and wanted and not backlogged:
+                    size = min(free, -(-self.concurrency // _CLAIMS_IN_FLIGHT))
+                    self._claiming += size
+                    claim = asyncio.create_task(self._claim_into_slots(size))
+                    claims.add(claim)
+                    claim.add_done_callback(claims.discard)
                     continue
-                except Exception as exc:  # the database, or a forbidden_flags callable
-                    self._report_error(exc, "claiming jobs (retrying)")
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                delay = 0.1
-                for job in jobs:
-                    self._start_job(job)
-                if jobs and len(jobs) == free:
-                    continue  # the batch came back full: there may be more
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+        finally:
+            if claims:  # let claims in flight land: stop() waits for the jobs they took
+                await asyncio.wait(claims)
+
+    async def _claim_into_slots(self, size: int) -> None:
+        worker_id = self.id
+        try:
+            jobs = await self._claim(size)
+        except WorkerLost:
+            self._backlog = False
+            await self._register_again(worker_id)
+            return
+        except Exception as exc:  # the database, or a forbidden_flags callable
+            self._backlog = False
+            self._report_error(exc, "claiming jobs (retrying)")
+            await asyncio.sleep(self._claim_delay)  # holding the slots: no claim meanwhile
+            self._claim_delay = min(self._claim_delay * 2, 5.0)
+            return
+        finally:
+            self._claiming -= size
+            self._wake()
+        self._claim_delay = 0.1
+        self._backlog = len(jobs) == size  # full: there may be more, claim again at once
+        for job in jobs:
+            self._start_job(job)
 
     async def _claim(self, limit: int) -> list[RunningJob]:
         assert self._pool is not None
@@ -534,10 +561,16 @@ class Worker:
             ),
         )
 
-    async def _register_again(self) -> None:
-        """The lease expired (we were presumed dead): our jobs were released, so results for
-        them will be rejected. Carry on under a new id."""
-        lost = self.id
+    async def _register_again(self, lost: str) -> None:
+        """The lease of worker id `lost` expired (we were presumed dead): our jobs were
+        released, so results for them will be rejected. Carry on under a new id, once however
+        many parts of the worker noticed."""
+        async with self._reregistering:
+            if self.id != lost:
+                return  # another part of the worker already did
+            await self._reregister(lost)
+
+    async def _reregister(self, lost: str) -> None:
         self.id = self._new_id()
         log.warning("worker %s lost its lease; registering again as %s", lost, self.id)
         while not self._stopping:
@@ -554,9 +587,10 @@ class Worker:
             try:
                 assert self._pool is not None
                 async with self._pool.connection() as conn:
-                    cur = await conn.execute(self._sql.heartbeat, (self.id,))
+                    worker_id = self.id
+                    cur = await conn.execute(self._sql.heartbeat, (worker_id,))
                     if cur.rowcount == 0:
-                        await self._register_again()
+                        await self._register_again(worker_id)
                         continue
                     cur = await conn.execute(self._sql.cancel_requests, (self.id,))
                     for (job_id,) in await cur.fetchall():
