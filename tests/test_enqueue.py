@@ -222,6 +222,37 @@ async def test_add_jobs_fast_counts_what_add_jobs_would_return(
         await client.add_jobs_fast([JobSpec("")])
 
 
+async def test_add_jobs_fast_copies_a_batch_without_keys(
+    client: Client, database_url: str, aconn: psycopg.AsyncConnection[object]
+) -> None:
+    listener = await _listen(database_url, channels(client.schema)["jobs"])
+    later = datetime(2031, 1, 1, tzinfo=UTC)
+    try:
+        added = await client.add_jobs_fast(
+            [
+                JobSpec("t", {"n": 1}, queue_name="q1", priority=-1, flags=["a", "b"]),
+                JobSpec("t", None, queue_name="q2", run_at=later, max_attempts=2),
+                JobSpec("u", [1, 2]),
+            ]
+        )
+        assert added == 3
+        assert len(await _notifications(listener, 0.5)) == 1
+    finally:
+        await listener.close()
+    jobs = {j.task_identifier + str(j.queue_name): j for j in await client.list_jobs()}
+    q1, q2, u = jobs["tq1"], jobs["tq2"], jobs["uNone"]
+    assert (q1.payload, q1.priority, q1.flags, q1.max_attempts) == ({"n": 1}, -1, ["a", "b"], 25)
+    assert (q2.payload, q2.run_at, q2.max_attempts, q2.state) == ({}, later, 2, "scheduled")
+    assert (u.payload, u.queue_name, u.state) == ([1, 2], None, "available")
+    async with aconn.transaction(force_rollback=True):  # joins the caller's transaction
+        await client.add_jobs_fast([JobSpec("v", {})], conn=aconn)
+        assert await client.add_jobs_fast([JobSpec("v", {})], conn=aconn) == 1
+    assert await count_jobs(client) == 3
+    with pytest.raises(InvalidJobError, match=r"specs\[1\]\.payload"):
+        await client.add_jobs_fast([JobSpec("t"), JobSpec("t", {"x": float("nan")})])
+    assert await count_jobs(client) == 3
+
+
 async def test_add_jobs_replaces_a_running_holder(client: Client) -> None:
     from tests.helpers import mark_running
 

@@ -30,8 +30,8 @@ class Peer:
     # concurrency = jobs in flight in one worker process (claims are batched to free slots)
     configs: ClassVar[list[dict[str, int]]] = [
         {"concurrency": 10},
-        {"concurrency": 50},
         {"concurrency": 200},
+        {"concurrency": 1000},
     ]
     latency_cfg: ClassVar[dict[str, int]] = {"concurrency": 10}
 

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
+from kongflow.queue.bulk import copy_jobs
 from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import ENGINE_COMPONENT, migrate
 from kongflow.queue.models import (
@@ -165,7 +166,29 @@ class Client:
     ) -> int:
         """`add_jobs` without sending the jobs back: returns how many were added or updated.
         Reading the rows back is most of a bulk enqueue's cost; skip it when you do not need
-        them (River's InsertManyFast)."""
+        them (River's InsertManyFast). A batch without job keys is written with COPY."""
+        specs = list(specs)
+        if (
+            not specs
+            or isinstance(conn, Connection)
+            or any(isinstance(spec, JobSpec) and spec.job_key is not None for spec in specs)
+        ):
+            return await self._add_jobs_counted(specs, job_key_preserve_run_at, conn)
+        rows = _validated(specs, encode=True)
+        if conn is None:
+            async with self.pool.connection() as own:
+                counts = await copy_jobs(own, self._sql, rows)
+        else:
+            counts = await copy_jobs(conn, self._sql, rows)
+        if self._metrics is not None:
+            self._metrics.record_enqueued_counts(
+                (task, queue, count) for (task, queue), count in counts.items()
+            )
+        return len(rows)
+
+    async def _add_jobs_counted(
+        self, specs: list[JobSpec], job_key_preserve_run_at: bool, conn: AnyConnection | None
+    ) -> int:
         document = _bulk_document(specs)
         if document is None:
             return 0
@@ -312,14 +335,19 @@ def _fetch_sync(conn: Connection[Any], query: str, params: Any, row_factory: Any
         return cur.fetchall()
 
 
-def _bulk_document(specs: Iterable[JobSpec]) -> str | None:
-    """The specs, checked, as the JSON array `add_jobs` takes; None when there are none."""
-    specs = list(specs)
+def _validated(specs: Sequence[JobSpec], *, encode: bool) -> list[dict[str, Any]]:
     rows = []
     for index, spec in enumerate(specs):
         if not isinstance(spec, JobSpec):
             raise TypeError(f"specs[{index}] must be a JobSpec, got {type(spec).__name__}")
-        rows.append(spec.validated(f"specs[{index}].", encode=False))
+        rows.append(spec.validated(f"specs[{index}].", encode=encode))
+    return rows
+
+
+def _bulk_document(specs: Iterable[JobSpec]) -> str | None:
+    """The specs, checked, as the JSON array `add_jobs` takes; None when there are none."""
+    specs = list(specs)
+    rows = _validated(specs, encode=False)
     if not rows:
         return None
     try:

@@ -16,6 +16,7 @@ JOB_KEY_MODES: tuple[str, ...] = ("replace", "preserve_run_at", "unsafe_dedupe")
 MAX_KEY_LENGTH = 512
 MAX_ATTEMPTS_LIMIT = 32767
 _INT32 = 2**31
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once, not per job
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def encode_payload(value: object, where: str = "") -> str | None:
     if value is None:
         return None
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise _fail(where, "payload", f"must be JSON-serialisable: {exc}") from None
 

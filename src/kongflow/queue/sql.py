@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from kongflow.queue.migrate import channels
 from kongflow.settings import validate_schema
 
 
@@ -14,6 +15,11 @@ class EngineSQL:
     add_job: str
     add_jobs: str
     add_jobs_counted: str
+    now: str
+    lock_queues: str
+    queue_names: str
+    copy_jobs: str
+    notify_jobs: str
     remove_job: str
     complete_jobs: str
     permanently_fail_jobs: str
@@ -63,6 +69,14 @@ def engine_sql(schema: str) -> EngineSQL:
             " job_key_mode => %(job_key_mode)s, headers => %(headers)s::jsonb)"
         ),
         add_jobs=f"select * from {add_jobs_call}",
+        now="select now()",
+        lock_queues=f"select {s}._lock_queues(%s)",
+        queue_names=f"select id, queue_name from {s}._job_queues where id = any(%s)",
+        copy_jobs=(
+            f"copy {s}._jobs (queue_id, task_identifier, payload, run_at, max_attempts,"
+            " priority, flags) from stdin"
+        ),
+        notify_jobs=f"select pg_notify('{channels(schema)['jobs']}', '')",
         add_jobs_counted=(
             f"select j.task_identifier, j.queue_name, count(*) from {add_jobs_call} j group by 1, 2"
         ),

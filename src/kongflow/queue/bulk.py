@@ -1,0 +1,61 @@
+"""Bulk enqueue by COPY: for a batch with no job keys there is nothing to merge, so the rows go
+straight into the job table (after their queues are created and locked, as add_jobs does),
+followed by one NOTIFY, all in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from kongflow.queue.sql import EngineSQL
+
+NULL = "\\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _text(value: str) -> str:
+    """A value in COPY's text format (backslash, tab and line breaks escaped)."""
+    return value.translate(_ESCAPES)
+
+
+async def copy_jobs(
+    conn: AsyncConnection[Any], sql: EngineSQL, rows: Sequence[dict[str, Any]]
+) -> Counter[tuple[str, str | None]]:
+    """Insert validated specs (JobSpec.validated(), payloads encoded, none with a job key);
+    returns how many went to each (task, queue)."""
+    names = sorted({row["queue_name"] for row in rows if row["queue_name"] is not None})
+    async with conn.transaction():
+        cur = await conn.execute(sql.now)
+        (now,) = await cur.fetchone() or (None,)
+        queue_ids: dict[str, int] = {}
+        if names:
+            # Created if missing, and locked as add_jobs does (a new statement then sees them).
+            cur = await conn.execute(sql.lock_queues, (names,))
+            (ids,) = await cur.fetchone() or ([],)
+            cur = await conn.execute(sql.queue_names, (ids,))
+            queue_ids = {name: queue_id for queue_id, name in await cur.fetchall()}
+        default_run_at = now.isoformat()
+        lines = []
+        for row in rows:
+            queue = row["queue_name"]
+            run_at = row["run_at"]
+            flags = row["flags"]
+            fields = (
+                str(queue_ids[queue]) if queue is not None else NULL,
+                _text(row["identifier"]),
+                _text(row["payload"] or "{}"),
+                run_at if run_at is not None else default_run_at,
+                str(row["max_attempts"] or 25),
+                str(row["priority"] or 0),
+                _text(json.dumps(dict.fromkeys(flags, True))) if flags else NULL,
+            )
+            lines.append("\t".join(fields))
+        lines.append("")
+        async with conn.cursor().copy(sql.copy_jobs) as copy:
+            await copy.write("\n".join(lines))
+        await conn.execute(sql.notify_jobs)
+    return Counter((row["identifier"], row["queue_name"]) for row in rows)
