@@ -30,7 +30,9 @@ async def copy_jobs(
     names = sorted({row["queue_name"] for row in rows if row["queue_name"] is not None})
     async with conn.transaction():
         cur = await conn.execute(sql.now)
-        (now,) = await cur.fetchone() or (None,)
+        row = await cur.fetchone()
+        assert row is not None
+        default_run_at = row[0].isoformat()  # the transaction's now(), as the column default
         queue_ids: dict[str, int] = {}
         if names:
             # Created if missing, and locked as add_jobs does (a new statement then sees them).
@@ -38,19 +40,18 @@ async def copy_jobs(
             (ids,) = await cur.fetchone() or ([],)
             cur = await conn.execute(sql.queue_names, (ids,))
             queue_ids = {name: queue_id for queue_id, name in await cur.fetchall()}
-        default_run_at = now.isoformat()
         lines = []
-        for row in rows:
-            queue = row["queue_name"]
-            run_at = row["run_at"]
-            flags = row["flags"]
+        for spec in rows:
+            queue = spec["queue_name"]
+            run_at = spec["run_at"]
+            flags = spec["flags"]
             fields = (
                 str(queue_ids[queue]) if queue is not None else NULL,
-                _text(row["identifier"]),
-                _text(row["payload"] or "{}"),
+                _text(spec["identifier"]),
+                _text(spec["payload"] or "{}"),
                 run_at if run_at is not None else default_run_at,
-                str(row["max_attempts"] or 25),
-                str(row["priority"] or 0),
+                str(spec["max_attempts"] or 25),
+                str(spec["priority"] or 0),
                 _text(json.dumps(dict.fromkeys(flags, True))) if flags else NULL,
             )
             lines.append("\t".join(fields))
@@ -58,4 +59,4 @@ async def copy_jobs(
         async with conn.cursor().copy(sql.copy_jobs) as copy:
             await copy.write("\n".join(lines))
         await conn.execute(sql.notify_jobs)
-    return Counter((row["identifier"], row["queue_name"]) for row in rows)
+    return Counter((spec["identifier"], spec["queue_name"]) for spec in rows)
