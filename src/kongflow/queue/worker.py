@@ -156,6 +156,8 @@ class Worker:
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="kongflow-job")
         self._wakeup = asyncio.Event()
         self._claiming = 0  # slots reserved by claims in flight
+        self._claims_in_flight = 0
+        self._wakes = 0  # counts wake-ups, so a claim can tell if one came while it ran
         self._backlog = False  # the last claim came back full
         self._claim_delay = 0.1  # back-off after a failed claim
         self._reregistering = asyncio.Lock()
@@ -345,10 +347,12 @@ class Worker:
                 backlogged = self._completer is not None and self._completer.backlog > 10 * (
                     self.concurrency
                 )
-                wanted = not claims or (self._backlog and len(claims) < _CLAIMS_IN_FLIGHT)
+                in_flight = self._claims_in_flight
+                wanted = in_flight == 0 or (self._backlog and in_flight < _CLAIMS_IN_FLIGHT)
                 if free > 0 and wanted and not backlogged:
                     size = min(free, -(-self.concurrency // _CLAIMS_IN_FLIGHT))
                     self._claiming += size
+                    self._claims_in_flight += 1
                     claim = asyncio.create_task(self._claim_into_slots(size))
                     claims.add(claim)
                     claim.add_done_callback(claims.discard)
@@ -360,26 +364,30 @@ class Worker:
                 await asyncio.wait(claims)
 
     async def _claim_into_slots(self, size: int) -> None:
-        worker_id = self.id
+        """One claim. Afterwards the producer looks again if the batch came back full, if the
+        claim failed, or if anything woke it meanwhile (a NOTIFY that arrived while this claim
+        was in flight may be for a job it did not see)."""
+        worker_id, wakes = self.id, self._wakes
+        jobs: list[RunningJob] = []
+        failed = True
         try:
             jobs = await self._claim(size)
+            failed = False
+            self._claim_delay = 0.1
         except WorkerLost:
-            self._backlog = False
             await self._register_again(worker_id)
-            return
         except Exception as exc:  # the database, or a forbidden_flags callable
-            self._backlog = False
             self._report_error(exc, "claiming jobs (retrying)")
             await asyncio.sleep(self._claim_delay)  # holding the slots: no claim meanwhile
             self._claim_delay = min(self._claim_delay * 2, 5.0)
-            return
         finally:
             self._claiming -= size
-            self._wake()
-        self._claim_delay = 0.1
+            self._claims_in_flight -= 1
         self._backlog = len(jobs) == size  # full: there may be more, claim again at once
         for job in jobs:
             self._start_job(job)
+        if failed or self._backlog or self._wakes != wakes:
+            self._wake()
 
     async def _claim(self, limit: int) -> list[RunningJob]:
         assert self._pool is not None
@@ -405,6 +413,7 @@ class Worker:
         return list(flags) if flags else None
 
     def _wake(self) -> None:
+        self._wakes += 1
         self._wakeup.set()
 
     def _on_notify(self, channel: str, payload: str) -> None:
