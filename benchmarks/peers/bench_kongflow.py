@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 sys.path.insert(0, os.environ.get("PEER_HARNESS_DIR", "/work/shared/bench/peers"))
 import common  # type: ignore[import-not-found]
+import psycopg
 
 from kongflow import Client, JobSpec, RunningJob, Worker
 
@@ -30,21 +31,25 @@ class Peer:
     # concurrency = jobs in flight in one worker process (claims are batched to free slots)
     configs: ClassVar[list[dict[str, int]]] = [
         {"concurrency": 10},
-        {"concurrency": 200},
         {"concurrency": 1000},
+        {"concurrency": 2000},
     ]
     latency_cfg: ClassVar[dict[str, int]] = {"concurrency": 10}
 
     async def open(self, url: str, install: bool = True, cfg: Any = None) -> dict[str, Any]:
         client = Client(url, migrate=install, max_connections=4)
         await client.open()
-        return {"url": url, "client": client}
+        # One connection for single enqueues, as the other adapters use (autocommit: each
+        # add_job is its own transaction).
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        return {"url": url, "client": client, "conn": conn}
 
     async def close(self, ctx: dict[str, Any]) -> None:
+        await ctx["conn"].close()
         await ctx["client"].close()
 
     async def enqueue_one(self, ctx: dict[str, Any], payload: dict[str, Any]) -> None:
-        await ctx["client"].add_job("noop", payload)
+        await ctx["client"].add_job("noop", payload, conn=ctx["conn"])
 
     async def enqueue_batch(self, ctx: dict[str, Any], payloads: list[dict[str, Any]]) -> None:
         await ctx["client"].add_jobs_fast([JobSpec("noop", p) for p in payloads])

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
-from psycopg.rows import dict_row, kwargs_row, tuple_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -38,7 +38,6 @@ from kongflow.queue.tracing import enqueue_span
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
 AnyConnection = AsyncConnection[Any] | Connection[Any]
-_job_row = kwargs_row(Job.from_row)
 
 
 class Client:
@@ -306,7 +305,7 @@ class Client:
         await self._rows(self._sql.resume_queue, (queue_name,), conn)
 
     async def _fetch(self, query: str, params: Any, conn: AnyConnection | None) -> list[Job]:
-        return await self._rows(query, params, conn, _job_row)
+        return await self._rows(query, params, conn, Job.row_factory)
 
     async def _rows(
         self, query: str, params: Any, conn: AnyConnection | None, row_factory: Any = tuple_row

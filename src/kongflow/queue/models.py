@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Self
@@ -47,15 +47,10 @@ class Job:
     headers: dict[str, str] | None
 
     @classmethod
-    def from_row(cls, **row: Any) -> Self:
-        row["flags"] = sorted(row["flags"]) if row["flags"] else []
-        row["errors"] = row["errors"] or []
-        return cls(**row)
-
-    @classmethod
     def from_values(cls, names: Sequence[str], values: Sequence[Any]) -> Self:
-        """`from_row` for the worker's claims: fills the frozen instance's __dict__ in one
-        step instead of field by field through the frozen __setattr__ (about 3x faster)."""
+        """A job from a row of the `jobs` view (column names, values). Fills the frozen
+        instance's __dict__ in one step rather than field by field through the frozen
+        __setattr__: about 3x faster, which matters to a worker claiming thousands a second."""
         state = dict(zip(names, values, strict=True))
         state["flags"] = sorted(state["flags"]) if state["flags"] else []
         state["errors"] = state["errors"] or []
@@ -63,6 +58,12 @@ class Job:
         job = object.__new__(cls)
         object.__setattr__(job, "__dict__", state)
         return job
+
+    @classmethod
+    def row_factory(cls, cursor: Any) -> Callable[[Sequence[Any]], Self]:
+        """A psycopg row factory building this class with `from_values`."""
+        names = [column.name for column in cursor.description]
+        return lambda values: cls.from_values(names, values)
 
     @classmethod
     def _runtime_state(cls) -> dict[str, Any]:

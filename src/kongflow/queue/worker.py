@@ -56,11 +56,6 @@ _NO_SPAN = nullcontext()
 _CLAIMS_IN_FLIGHT = 2
 
 
-def _running_job_row(cursor: Any) -> Callable[[Sequence[Any]], RunningJob]:
-    names = [column.name for column in cursor.description]
-    return lambda values: RunningJob.from_values(names, values)
-
-
 def queue_patterns(queues: Sequence[str] | None) -> list[str] | None:
     """Queue names or `*` patterns as LIKE patterns."""
     if queues is None:
@@ -395,7 +390,7 @@ class Worker:
         try:
             async with (
                 self._pool.connection() as conn,
-                conn.cursor(row_factory=_running_job_row, binary=True) as cur,
+                conn.cursor(row_factory=RunningJob.row_factory, binary=True) as cur,
             ):
                 await cur.execute(self._sql.claim_jobs, params)
                 jobs: list[RunningJob] = await cur.fetchall()
