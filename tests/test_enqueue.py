@@ -250,6 +250,10 @@ async def test_add_jobs_fast_copies_a_batch_without_keys(
     assert await count_jobs(client) == 3
     with pytest.raises(InvalidJobError, match=r"specs\[1\]\.payload"):
         await client.add_jobs_fast([JobSpec("t"), JobSpec("t", {"x": float("nan")})])
+    with pytest.raises(InvalidJobError, match=r"specs\[2\]\.max_attempts"):
+        await client.add_jobs_fast([JobSpec("t"), JobSpec("t"), JobSpec("t", max_attempts=0)])
+    with pytest.raises(TypeError, match=r"specs\[1\] must be a JobSpec"):
+        await client.add_jobs_fast([JobSpec("t"), {"identifier": "t"}])  # type: ignore[list-item]
     assert await count_jobs(client) == 3
 
 

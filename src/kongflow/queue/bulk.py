@@ -28,11 +28,14 @@ async def copy_jobs(
     """Insert validated specs (JobSpec.validated(), payloads encoded, none with a job key);
     returns how many went to each (task, queue)."""
     names = sorted({row["queue_name"] for row in rows if row["queue_name"] is not None})
+    timed = any(spec["run_at"] is not None for spec in rows)
     async with conn.transaction():
-        cur = await conn.execute(sql.now)
-        row = await cur.fetchone()
-        assert row is not None
-        default_run_at = row[0].isoformat()  # the transaction's now(), as the column default
+        default_run_at = NULL
+        if timed:  # the others get the transaction's now(), as the column default would
+            cur = await conn.execute(sql.now)
+            row = await cur.fetchone()
+            assert row is not None
+            default_run_at = row[0].isoformat()
         queue_ids: dict[str, int] = {}
         if names:
             # Created if missing, and locked as add_jobs does (a new statement then sees them).
@@ -43,20 +46,20 @@ async def copy_jobs(
         lines = []
         for spec in rows:
             queue = spec["queue_name"]
-            run_at = spec["run_at"]
             flags = spec["flags"]
-            fields = (
+            fields = [
                 str(queue_ids[queue]) if queue is not None else NULL,
                 _text(spec["identifier"]),
                 _text(spec["payload"] or "{}"),
-                run_at if run_at is not None else default_run_at,
                 str(spec["max_attempts"] or 25),
                 str(spec["priority"] or 0),
                 _text(json.dumps(dict.fromkeys(flags, True))) if flags else NULL,
-            )
+            ]
+            if timed:
+                fields.append(spec["run_at"] or default_run_at)
             lines.append("\t".join(fields))
         lines.append("")
-        async with conn.cursor().copy(sql.copy_jobs) as copy:
+        async with conn.cursor().copy(sql.copy_jobs_at if timed else sql.copy_jobs) as copy:
             await copy.write("\n".join(lines))
         await conn.execute(sql.notify_jobs)
     return Counter((spec["identifier"], spec["queue_name"]) for spec in rows)

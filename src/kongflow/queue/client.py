@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
 from kongflow.queue.bulk import copy_jobs
+from kongflow.queue.errors import InvalidJobError
 from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import ENGINE_COMPONENT, migrate
 from kongflow.queue.models import (
@@ -335,12 +336,16 @@ def _fetch_sync(conn: Connection[Any], query: str, params: Any, row_factory: Any
 
 
 def _validated(specs: Sequence[JobSpec], *, encode: bool) -> list[dict[str, Any]]:
-    rows = []
+    """Every spec checked; an error names the spec (`specs[3].priority`)."""
+    try:
+        return [spec.validated(encode=encode) for spec in specs]
+    except (InvalidJobError, AttributeError):
+        pass  # checked again one by one, to name the culprit (the rare path)
     for index, spec in enumerate(specs):
         if not isinstance(spec, JobSpec):
             raise TypeError(f"specs[{index}] must be a JobSpec, got {type(spec).__name__}")
-        rows.append(spec.validated(f"specs[{index}].", encode=encode))
-    return rows
+        spec.validated(f"specs[{index}].", encode=encode)
+    raise AssertionError("unreachable: a spec failed without a second failure")
 
 
 def _bulk_document(specs: Iterable[JobSpec]) -> str | None:

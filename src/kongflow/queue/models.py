@@ -87,18 +87,27 @@ class JobSpec:
     def validated(self, where: str = "", *, encode: bool = True) -> dict[str, Any]:
         """The spec's values, checked; raises InvalidJobError naming the bad argument.
 
-        With encode=False the payload is left as given, for the caller to encode with others."""
+        With encode=False the payload is left as given, for the caller to encode with others.
+        Options left at None are not checked at all (bulk enqueues validate every spec)."""
+        queue_name, run_at, max_attempts = self.queue_name, self.run_at, self.max_attempts
+        job_key, priority, flags = self.job_key, self.priority, self.flags
         return {
             "identifier": check_identifier(self.identifier, where),
             "payload": encode_payload(self.payload, where) if encode else self.payload,
-            "queue_name": check_optional_text(self.queue_name, "queue_name", where, 1 << 16),
-            "run_at": check_run_at(self.run_at, where),
-            "max_attempts": check_int(
-                self.max_attempts, "max_attempts", where, 1, MAX_ATTEMPTS_LIMIT
-            ),
-            "job_key": check_optional_text(self.job_key, "job_key", where, MAX_KEY_LENGTH),
-            "priority": check_int(self.priority, "priority", where, -_INT32, _INT32 - 1),
-            "flags": check_flags(self.flags, where),
+            "queue_name": None
+            if queue_name is None
+            else check_optional_text(queue_name, "queue_name", where, 1 << 16),
+            "run_at": None if run_at is None else check_run_at(run_at, where),
+            "max_attempts": None
+            if max_attempts is None
+            else check_int(max_attempts, "max_attempts", where, 1, MAX_ATTEMPTS_LIMIT),
+            "job_key": None
+            if job_key is None
+            else check_optional_text(job_key, "job_key", where, MAX_KEY_LENGTH),
+            "priority": None
+            if priority is None
+            else check_int(priority, "priority", where, -_INT32, _INT32 - 1),
+            "flags": None if flags is None else check_flags(flags, where),
         }
 
 

@@ -19,6 +19,7 @@ class EngineSQL:
     lock_queues: str
     queue_names: str
     copy_jobs: str
+    copy_jobs_at: str
     notify_jobs: str
     remove_job: str
     complete_jobs: str
@@ -73,8 +74,12 @@ def engine_sql(schema: str) -> EngineSQL:
         lock_queues=f"select {s}._lock_queues(%s)",
         queue_names=f"select id, queue_name from {s}._job_queues where id = any(%s)",
         copy_jobs=(
-            f"copy {s}._jobs (queue_id, task_identifier, payload, run_at, max_attempts,"
-            " priority, flags) from stdin"
+            f"copy {s}._jobs (queue_id, task_identifier, payload, max_attempts, priority, flags)"
+            " from stdin"
+        ),
+        copy_jobs_at=(
+            f"copy {s}._jobs (queue_id, task_identifier, payload, max_attempts, priority, flags,"
+            " run_at) from stdin"
         ),
         notify_jobs=f"select pg_notify('{channels(schema)['jobs']}', '')",
         add_jobs_counted=(
