@@ -18,7 +18,6 @@ import typer
 from kongflow.cli.common import DatabaseUrl, Schema, checked_schema, connect_url, err, fail, run_db
 from kongflow.queue.cron import CrontabError, parse_crontab, parse_duration
 from kongflow.queue.maintenance import MaintenanceOptions
-from kongflow.queue.metrics import Metrics
 from kongflow.queue.worker import Worker
 from kongflow.settings import DEFAULT_SCHEMA
 
@@ -134,7 +133,11 @@ def worker(
         except CrontabError as exc:
             raise fail(f"{crontab}: {exc}") from exc
     configure_logging(log_level, log_format)
-    metrics = Metrics() if metrics_port is not None else None
+    metrics = None
+    if metrics_port is not None:
+        from kongflow.queue.metrics import Metrics  # prometheus_client, only when asked for
+
+        metrics = Metrics()
     url = connect_url(database_url)
     try:
         the_worker = Worker(

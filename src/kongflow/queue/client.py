@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row, tuple_row
@@ -22,7 +22,6 @@ from psycopg_pool import AsyncConnectionPool
 from kongflow import embedded
 from kongflow.queue.bulk import copy_jobs
 from kongflow.queue.errors import InvalidJobError
-from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import ENGINE_COMPONENT, migrate
 from kongflow.queue.models import (
     Job,
@@ -37,6 +36,9 @@ from kongflow.queue.models import (
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tracing import enqueue_span
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+
+if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
+    from kongflow.queue.metrics import Metrics
 
 AnyConnection = AsyncConnection[Any] | Connection[Any]
 

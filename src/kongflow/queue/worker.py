@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -35,12 +35,14 @@ from kongflow.queue.errors import JobTimeout, PermanentFailure, Snooze, WorkerLo
 from kongflow.queue.hooks import HookSet, WorkerHooks
 from kongflow.queue.listener import listen
 from kongflow.queue.maintenance import LEASE_NAME, Maintenance, MaintenanceOptions, QueueReporter
-from kongflow.queue.metrics import Metrics
 from kongflow.queue.migrate import channels, migrate
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
 from kongflow.queue.tracing import job_span, record_failure, tracing_enabled
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+
+if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
+    from kongflow.queue.metrics import Metrics
 
 log = logging.getLogger("kongflow.worker")
 
