@@ -1,8 +1,8 @@
 """Versioned, idempotent schema migrations, safe when several processes start at once.
 
 Each layer owns a component (the engine is "queue") and a package of numbered `.sql` files. All
-pending migrations of a component are applied in one transaction under an advisory lock, and
-recorded in `<schema>.migrations`.
+pending migrations of the components asked for are applied in one transaction under an advisory
+lock, and recorded in `<schema>.migrations`.
 """
 
 from __future__ import annotations
@@ -83,25 +83,27 @@ async def migrate(
     """Apply what is pending; return what was applied. `conn` must not be in a transaction."""
     applied: list[Migration] = []
     ident = sql.Identifier(validate_schema(schema))
-    for component, package in components or [ENGINE_COMPONENT]:
-        migrations = load_migrations(component, package)
-        async with conn.transaction():
-            await conn.execute(
-                "select pg_advisory_xact_lock(hashtext('kongflow:migrate'), hashtext(%s))",
-                (schema,),
-            )
-            await conn.execute(sql.SQL("create schema if not exists {}").format(ident))
-            await conn.execute(
-                sql.SQL(
-                    "create table if not exists {}.migrations ("
-                    " component text not null,"
-                    " version int not null,"
-                    " name text not null,"
-                    " checksum text not null,"
-                    " applied_at timestamptz not null default now(),"
-                    " primary key (component, version))"
-                ).format(ident)
-            )
+    # Every component in one transaction under one lock: concurrent starters see all of it
+    # applied, or none of it.
+    async with conn.transaction():
+        await conn.execute(
+            "select pg_advisory_xact_lock(hashtext('kongflow:migrate'), hashtext(%s))",
+            (schema,),
+        )
+        await conn.execute(sql.SQL("create schema if not exists {}").format(ident))
+        await conn.execute(
+            sql.SQL(
+                "create table if not exists {}.migrations ("
+                " component text not null,"
+                " version int not null,"
+                " name text not null,"
+                " checksum text not null,"
+                " applied_at timestamptz not null default now(),"
+                " primary key (component, version))"
+            ).format(ident)
+        )
+        for component, package in components or [ENGINE_COMPONENT]:
+            migrations = load_migrations(component, package)
             cur = await conn.execute(
                 sql.SQL("select version, checksum from {}.migrations where component = %s").format(
                     ident
