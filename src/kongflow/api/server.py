@@ -25,6 +25,9 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> BackgroundServer:
+        """Serve (once: a started server is returned as it is)."""
+        if self._task is not None:
+            return self
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
         while not self._server.started:
             if self._task.done():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kongflow.cli import admin, bench, db, dev, env, tasks, worker
+from kongflow.cli import admin, bench, db, dev, env, serve, tasks, worker
 
 app = typer.Typer(help="kongflow: durable background jobs on PostgreSQL.", no_args_is_help=True)
 app.add_typer(db.app, name="db")
@@ -16,4 +16,5 @@ app.command("worker")(worker.worker)
 app.command("tasks")(tasks.tasks)
 app.command("cleanup")(admin.cleanup)
 app.command("dev")(dev.dev)
+app.command("serve")(serve.serve)
 app.command("bench")(bench.bench_command)

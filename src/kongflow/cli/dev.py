@@ -5,7 +5,6 @@ with two jobs, registered in a default development environment."""
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -21,6 +20,7 @@ from kongflow.cli.common import (
     fail,
     run_db,
 )
+from kongflow.cli.serve import listen_api, stop_signals
 from kongflow.settings import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:  # the service, API and SDK load only when `dev` runs, not for every command
@@ -45,24 +45,18 @@ def dev(
 
 
 async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concurrency: int) -> None:
-    from kongflow.api import BackgroundServer, create_app
+    from kongflow.api import BackgroundServer
     from kongflow.jobs.service import JobsService
     from kongflow.sdk.example import example_endpoint
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_signals()
     jobs = JobsService(url, schema=schema, concurrency=concurrency)
     try:
         with console.status("migrating and starting the worker"):
             await jobs.start()
         env = await jobs.environments.ensure()
         endpoint = example_endpoint(env.api_key)
-        try:
-            api_server = BackgroundServer(create_app(jobs), host, port)
-        except OSError as exc:
-            raise fail(f"cannot listen on {host}:{port} ({exc}); choose another --port") from exc
+        api_server = await listen_api(jobs, host, port)
         async with BackgroundServer(endpoint.app) as endpoint_server, api_server:
             await jobs.endpoints.create_endpoint(env, endpoint.id, endpoint_server.url)
             _welcome(url, env, api_server.url, endpoint_server.url, endpoint.id)
