@@ -143,6 +143,15 @@ class Stack:
                 raise AssertionError(f"run {run_id} still {run['status']} after {timeout}s")
             await asyncio.sleep(0.05)
 
+    async def executing(self, run_id: str) -> None:
+        """Wait until the run is EXECUTING (its endpoint has the request)."""
+
+        async def executing() -> bool:
+            response = await self.api.get(f"/api/v1/runs/{run_id}")
+            return bool(response.json()["status"] == "EXECUTING")
+
+        await wait_until(executing)
+
     async def statuses(self, run_id: str) -> list[str]:
         response = await self.api.get(f"/api/v1/runs/{run_id}/statuses")
         assert response.status_code == 200, response.text

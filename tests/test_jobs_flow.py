@@ -134,10 +134,7 @@ async def test_cancel_while_executing_keeps_canceled_when_the_result_comes(
 ) -> None:
     run_id = await stack.test("gate")
 
-    async def executing() -> bool:
-        return (await stack.api.get(f"/api/v1/runs/{run_id}")).json()["status"] == "EXECUTING"
-
-    await wait_until(executing)
+    await stack.executing(run_id)
     response = await stack.api.post(f"/api/v1/runs/{run_id}/cancel")
     assert response.json()["status"] == "CANCELED"
     stack.release.set()  # the endpoint now answers SUCCESS
@@ -354,10 +351,7 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
 async def test_noop_io_tasks_of_trigger_dev_sdks_are_completed(stack: Stack) -> None:
     run_id = await stack.test("gate")
 
-    async def executing() -> bool:
-        return (await stack.api.get(f"/api/v1/runs/{run_id}")).json()["status"] == "EXECUTING"
-
-    await wait_until(executing)
+    await stack.executing(run_id)
     url = f"/api/v1/runs/{run_id}/tasks"
     log = await stack.api.post(
         url, json={"idempotencyKey": "k1", "name": "log", "noop": True, "description": "x"}
@@ -400,10 +394,7 @@ async def test_a_run_whose_execution_died_is_failed_by_the_sweep(stack: Stack) -
     await stack.jobs.client.resume_queue("executions")
     gated = await stack.test("gate")
 
-    async def executing() -> bool:
-        return (await stack.api.get(f"/api/v1/runs/{gated}")).json()["status"] == "EXECUTING"
-
-    await wait_until(executing)
+    await stack.executing(gated)
     async with stack.jobs.client.pool.connection() as conn:
         await conn.execute(
             f'update "{schema}".job_runs'  # type: ignore[arg-type]

@@ -22,6 +22,11 @@ Action = Literal["PING", "INDEX_ENDPOINT", "EXECUTE_JOB"]
 EnvironmentType = Literal["DEVELOPMENT", "STAGING", "PRODUCTION"]
 
 
+def iso_time(value: datetime | None) -> str | None:
+    """A timestamp as the wire carries it: ISO 8601, or null."""
+    return value.isoformat() if value is not None else None
+
+
 class Wire(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are tolerated (newer peers)."""
 

@@ -27,6 +27,7 @@ from kongflow.jobs.runs import (
     QueuedRun,
 )
 from kongflow.jobs.service import JobsService
+from kongflow.protocol import iso_time
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_BODY_BYTES = 1024 * 1024
@@ -282,8 +283,8 @@ def create_app(jobs: JobsService) -> FastAPI:
             "payload": event["payload"],
             "context": event["context"],
             "timestamp": event["timestamp"].isoformat(),
-            "deliverAt": _iso(event["deliver_at"]),
-            "deliveredAt": _iso(event["delivered_at"]),
+            "deliverAt": iso_time(event["deliver_at"]),
+            "deliveredAt": iso_time(event["delivered_at"]),
         }
 
     @app.post("/api/v1/endpoints", status_code=201, tags=["endpoints"])
@@ -332,11 +333,11 @@ def _run(run: dict[str, Any]) -> dict[str, Any]:
         "isTest": run["is_test"],
         "output": run["output"],
         "eventId": run["event_id"],
-        "createdAt": _iso(run["created_at"]),
-        "queuedAt": _iso(run["queued_at"]),
-        "startedAt": _iso(run["started_at"]),
-        "completedAt": _iso(run["completed_at"]),
-        "updatedAt": _iso(run["updated_at"]),
+        "createdAt": iso_time(run["created_at"]),
+        "queuedAt": iso_time(run["queued_at"]),
+        "startedAt": iso_time(run["started_at"]),
+        "completedAt": iso_time(run["completed_at"]),
+        "updatedAt": iso_time(run["updated_at"]),
         "executionCount": run["execution_count"],
         "executionDurationInMs": run["execution_duration_ms"],
     }
@@ -347,9 +348,9 @@ def _endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
         "id": endpoint["id"],
         "slug": endpoint["slug"],
         "url": endpoint["url"],
-        "indexedAt": _iso(endpoint["indexed_at"]),
-        "createdAt": _iso(endpoint["created_at"]),
-        "updatedAt": _iso(endpoint["updated_at"]),
+        "indexedAt": iso_time(endpoint["indexed_at"]),
+        "createdAt": iso_time(endpoint["created_at"]),
+        "updatedAt": iso_time(endpoint["updated_at"]),
     }
 
 
@@ -362,7 +363,3 @@ def _validation_error(errors: Any) -> dict[str, Any]:
         return {"error": "malformed JSON in the request body", "issues": issues}
     described = "; ".join(f"{i['path']}: {i['message']}" for i in issues)
     return {"error": f"invalid request: {described}", "issues": issues}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None

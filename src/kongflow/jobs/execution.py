@@ -117,7 +117,7 @@ class RunExecution:
             self.runs.queue.transaction() as tx,
             tx.conn.cursor(row_factory=dict_row) as cur,
         ):
-            await cur.execute(self._sql.run_context + " for update of r", (run_id,))
+            await cur.execute(self._sql.lock_run_context, (run_id,))
             run: dict[str, Any] | None = await cur.fetchone()
             if run is None or run["status"] in TERMINAL:
                 return None

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from kongflow.jobs.runs import TERMINAL, RunService
 from kongflow.jobs.sql import jobs_sql
-from kongflow.protocol import SIGNATURE_HEADER
+from kongflow.protocol import SIGNATURE_HEADER, iso_time
 from kongflow.queue.errors import KongflowError
 from kongflow.queue.tasks import RunningJob
 from kongflow.workerqueue.catalog import IdPayload
@@ -125,9 +125,9 @@ def run_notification(run: dict[str, Any]) -> dict[str, Any]:
         "id": run["id"],
         "ok": ok,
         "status": run["status"],
-        "startedAt": _iso(run["started_at"]),
-        "updatedAt": _iso(run["updated_at"]),
-        "completedAt": _iso(run["completed_at"]),
+        "startedAt": iso_time(run["started_at"]),
+        "updatedAt": iso_time(run["updated_at"]),
+        "completedAt": iso_time(run["completed_at"]),
         "executionCount": run["execution_count"],
         "executionDurationInMs": run["execution_duration_ms"],
         "job": {"id": run["job_slug"], "version": run["version"]},
@@ -149,13 +149,9 @@ def run_notification(run: dict[str, Any]) -> dict[str, Any]:
         "invocation": {
             "id": run["event_id"],
             "context": run["event_context"],
-            "timestamp": _iso(run["event_timestamp"]),
+            "timestamp": iso_time(run["event_timestamp"]),
             "payload": run["event_payload"],
         },
     }
     notification["output" if ok else "error"] = run["output"]
     return notification
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None

@@ -253,9 +253,7 @@ class RunService:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def get_run(
-        self, environment: Environment, run_id: str, *, statuses: bool = True
-    ) -> dict[str, Any] | None:
+    async def get_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
         """The run with its status history, or None if this environment has no such run."""
         async with (
             self.queue.client.pool.connection() as conn,
@@ -263,7 +261,7 @@ class RunService:
         ):
             await cur.execute(self._sql.get_run, (run_id, environment.id))
             run: dict[str, Any] | None = await cur.fetchone()
-            if run is None or not statuses:
+            if run is None:
                 return run
             await cur.execute(self._sql.run_statuses, (run_id,))
             run["statuses"] = await cur.fetchall()

@@ -48,6 +48,7 @@ class JobsSQL:
     cancel_run: str
     # execution
     run_context: str
+    lock_run_context: str
     begin_execution: str
     finish_execution: str
     fail_stalled_runs: str
@@ -83,6 +84,21 @@ def jobs_sql(schema: str) -> JobsSQL:
         f"from {s}.job_runs r join {s}.job_definitions j on j.id = r.job_id"
         f" join {s}.job_versions v on v.id = r.version_id"
         f" join {s}.event_records ev on ev.id = r.event_id"
+    )
+    run_context = (
+        f"select {_RUN_COLUMNS}, r.environment_id, ev.id as event_record_id,"
+        " ev.name as event_name, ev.payload as event_payload,"
+        ' ev.context as event_context, ev."timestamp" as event_timestamp,'
+        " ev.deliver_at as event_deliver_at, ev.delivered_at as event_delivered_at,"
+        " en.url as endpoint_url, en.slug as endpoint_slug,"
+        " e.slug as environment_slug, e.type as environment_type, e.api_key,"
+        " p.id as project_id, p.slug as project_slug, p.name as project_name,"
+        " o.id as organization_id, o.slug as organization_slug, o.title as organization_title"
+        f" {run_from} join {s}.endpoints en on en.id = r.endpoint_id"
+        f" join {s}.runtime_environments e on e.id = r.environment_id"
+        f" join {s}.projects p on p.id = e.project_id"
+        f" join {s}.organizations o on o.id = e.organization_id"
+        " where r.id = %s"
     )
     return JobsSQL(
         upsert_organization=(
@@ -201,21 +217,8 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"select status, detail, at from {s}.run_status_history where run_id = %s order by id"
         ),
         # Everything an execution request or a run notification needs, in one row.
-        run_context=(
-            f"select {_RUN_COLUMNS}, r.environment_id, ev.id as event_record_id,"
-            " ev.name as event_name, ev.payload as event_payload,"
-            ' ev.context as event_context, ev."timestamp" as event_timestamp,'
-            " ev.deliver_at as event_deliver_at, ev.delivered_at as event_delivered_at,"
-            " en.url as endpoint_url, en.slug as endpoint_slug,"
-            " e.slug as environment_slug, e.type as environment_type, e.api_key,"
-            " p.id as project_id, p.slug as project_slug, p.name as project_name,"
-            " o.id as organization_id, o.slug as organization_slug, o.title as organization_title"
-            f" {run_from} join {s}.endpoints en on en.id = r.endpoint_id"
-            f" join {s}.runtime_environments e on e.id = r.environment_id"
-            f" join {s}.projects p on p.id = e.project_id"
-            f" join {s}.organizations o on o.id = e.organization_id"
-            " where r.id = %s"
-        ),
+        run_context=run_context,
+        lock_run_context=run_context + " for update of r",
         begin_execution=(
             f"update {s}.job_runs set status = 'EXECUTING', updated_at = now(),"
             " started_at = coalesce(started_at, now()), execution_count = execution_count + 1"

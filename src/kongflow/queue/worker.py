@@ -153,6 +153,8 @@ class Worker:
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="kongflow-job")
         self._wakeup = asyncio.Event()
         self._claiming = 0  # slots reserved by claims in flight
+        # Counted here, not as len(claims): a finished claim leaves that set only in a later
+        # loop turn, and the producer it wakes must already see it gone.
         self._claims_in_flight = 0
         self._wakes = 0  # counts wake-ups, so a claim can tell if one came while it ran
         self._backlog = False  # the last claim came back full
