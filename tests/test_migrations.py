@@ -97,3 +97,37 @@ def test_a_changed_applied_migration_is_refused(database_url: str, schema: str) 
         )
     with pytest.raises(MigrationError, match="must never change"):
         asyncio.run(_open_client(database_url, schema))
+
+
+async def test_claims_skip_jit_and_job_tables_vacuum_by_churn(client: Client) -> None:
+    """Migrations 0004 and 0005: on LLVM-built servers a claim otherwise compiled its plan
+    every call; the job tables get churn-based autovacuum settings."""
+    async with client.pool.connection() as conn:
+        cur = await conn.execute(
+            "select p.proname, p.proconfig from pg_proc p"
+            " join pg_namespace n on n.oid = p.pronamespace"
+            " where n.nspname = %s and p.proname in ('_claim_jobs', '_settle_jobs')",
+            (client.schema,),
+        )
+        configs = {name: config for name, config in await cur.fetchall()}
+        cur = await conn.execute(
+            "select c.relname, c.reloptions from pg_class c"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = %s and c.relname in ('_jobs', '_finished_jobs')",
+            (client.schema,),
+        )
+        options = {name: opts for name, opts in await cur.fetchall()}
+    assert all("jit=off" in configs[name] for name in ("_claim_jobs", "_settle_jobs"))
+    assert "autovacuum_vacuum_scale_factor=0.01" in options["_jobs"]
+    assert "autovacuum_vacuum_scale_factor=0.05" in options["_finished_jobs"]
+
+
+def test_the_command_line_loads_no_web_or_metrics_stack() -> None:
+    """A worker process pays only for what it runs (the idle worker's memory)."""
+    probe = (
+        "import sys, kongflow.cli;"
+        "loaded = {m.split('.')[0] for m in sys.modules};"
+        "print(sorted(loaded & {'fastapi', 'uvicorn', 'httpx', 'prometheus_client'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

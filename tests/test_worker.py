@@ -396,3 +396,34 @@ async def test_pipelined_claims_of_one_worker_keep_queue_limits_and_slots(client
     assert (peaks["serial"], peaks["limited"]) == (1, 3)
     assert 3 < peaks["all"] <= 40
     assert await count_jobs(client) == 0
+
+
+async def test_a_wake_up_during_a_claim_is_not_lost(client: Client) -> None:
+    """A job whose NOTIFY arrives while a claim is in flight (that claim did not see it) is
+    claimed once that claim ends, not at the next poll, a minute away."""
+    in_claim, release = asyncio.Event(), asyncio.Event()
+    holding = False
+    ran = asyncio.Event()
+
+    class HeldClaims(Worker):
+        async def _claim(self, limit: int) -> list[RunningJob]:
+            jobs = await super()._claim(limit)
+            if holding and not jobs:  # an empty claim, held open while the job arrives
+                in_claim.set()
+                await release.wait()
+            return jobs
+
+    async def work(payload: Any, job: RunningJob) -> None:
+        ran.set()
+
+    worker = HeldClaims(client.pool, {"work": work}, schema=client.schema, poll_interval=60)
+    async with worker:
+        await asyncio.sleep(0.2)  # past the claims at start
+        holding = True
+        worker._wake()  # an empty claim begins, and is held
+        await asyncio.wait_for(in_claim.wait(), 5)
+        holding = False
+        await client.add_job("work")
+        await asyncio.sleep(0.3)  # its NOTIFY reaches the worker during the held claim
+        release.set()
+        await asyncio.wait_for(ran.wait(), 10)
