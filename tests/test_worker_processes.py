@@ -123,13 +123,16 @@ async def test_serial_queue_and_limit_of_three_hold_across_three_processes(
     client: Client, workers: Workers, run_log: None, database_url: str
 ) -> None:
     await client.set_queue_limits({"limited": 3})
+    procs = [workers.start("--concurrency", "5") for _ in range(3)]
+    for proc in procs:
+        await wait_until(lambda p=proc: "running" in workers.output(p), 30, "workers to start")
+    # The unqueued jobs outnumber one process's 5 slots, so the work must spread.
     await client.add_jobs(
         [JobSpec("record", {"sleep": 0.005}, queue_name="serial") for _ in range(200)]
         + [JobSpec("record", {"sleep": 0.2}, queue_name="limited") for _ in range(30)]
+        + [JobSpec("record", {"sleep": 0.3}) for _ in range(20)]
     )
-    for _ in range(3):
-        workers.start("--concurrency", "5")
-    await wait_until(lambda: finished(database_url, client.schema) == 230, 120, "230 jobs")
+    await wait_until(lambda: finished(database_url, client.schema) == 250, 120, "250 jobs")
 
     assert max_overlap(database_url, client.schema, "serial") == 1
     assert max_overlap(database_url, client.schema, "limited") == 3
@@ -138,7 +141,7 @@ async def test_serial_queue_and_limit_of_three_hold_across_three_processes(
     runs = sql(
         database_url, f'select count(*), count(distinct job_id) from "{client.schema}".run_log'
     )
-    assert runs[0] == (230, 230)
+    assert runs[0] == (250, 250)
 
 
 async def test_sigkill_mid_job_every_job_completes_once_after_the_lease(
