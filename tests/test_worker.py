@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from kongflow import (
     Client,
@@ -427,3 +428,46 @@ async def test_a_wake_up_during_a_claim_is_not_lost(client: Client) -> None:
         await asyncio.sleep(0.3)  # its NOTIFY reaches the worker during the held claim
         release.set()
         await asyncio.wait_for(ran.wait(), 10)
+
+
+async def test_claimed_jobs_read_times_in_utc_and_payloads_whatever_their_spacing(
+    client: Client, database_url: str, aconn: Any
+) -> None:
+    """The worker's own connections read times in UTC (the same instants, whatever the server's
+    zone), and payloads stored with any spacing decode like json.loads would."""
+    seen: list[tuple[Any, timedelta | None]] = []
+
+    async def record(payload: Any, job: RunningJob) -> None:
+        seen.append((payload, job.run_at.utcoffset()))
+
+    spaced = ' { "a" : [1, 2.5, "é"] } '
+    await client.add_job("record", {"b": None})
+    await aconn.execute(f'select "{client.schema}".add_job(%s, %s::json)', ("record", spaced))
+    await aconn.commit()
+    tokyo = make_conninfo(database_url, options="-c TimeZone=Asia/Tokyo")
+    async with Worker(tokyo, {"record": record}, schema=client.schema, poll_interval=0.2) as w:
+        await w.drain()
+    assert sorted(seen, key=str) == sorted(
+        [({"b": None}, timedelta(0)), ({"a": [1, 2.5, "é"]}, timedelta(0))], key=str
+    )
+
+
+async def test_a_result_of_none_is_stored_as_no_result(client: Client, aconn: Any) -> None:
+    async def nothing(payload: Any, job: RunningJob) -> None:
+        return None
+
+    async def something(payload: Any, job: RunningJob) -> list[int]:
+        return [1]
+
+    a = await client.add_job("nothing")
+    b = await client.add_job("something")
+    async with make_worker(client, {"nothing": nothing, "something": something}) as worker:
+        await worker.drain()
+    cur = await aconn.execute(
+        f'select id, state, result is null, result::text from "{client.schema}"._finished_jobs'
+        " order by id"
+    )
+    assert await cur.fetchall() == [
+        (a.id, "completed", True, None),
+        (b.id, "completed", False, "[1]"),
+    ]

@@ -18,6 +18,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 log = logging.getLogger("kongflow.worker")
 
 MAX_BATCH = 1000
+COMPLETED: dict[str, Any] = {"outcome": "completed"}  # with no result: the common outcome
+_Pending = tuple[str, int, str]  # worker id, job id, the outcome as JSON
+
+
+def encode_outcome(job_id: int, locked_at: str, outcome: dict[str, Any]) -> str:
+    """One element of `_settle_jobs`'s outcomes. The common one (COMPLETED) is formatted
+    directly, several times faster than through json for every job of a busy worker."""
+    if outcome is COMPLETED:
+        return f'{{"id":{job_id},"locked_at":"{locked_at}","outcome":"completed"}}'
+    return json.dumps({"id": job_id, "locked_at": locked_at, **outcome}, default=str)
 
 
 class Completer:
@@ -34,7 +44,7 @@ class Completer:
         self._keep_completed = keep_completed
         self._on_written = on_written
         self._on_error = on_error
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[_Pending] = []
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -44,9 +54,10 @@ class Completer:
     def backlog(self) -> int:
         return len(self._pending)
 
-    def submit(self, worker_id: str, outcome: dict[str, Any]) -> None:
-        """Queue an outcome of a job claimed under `worker_id` (the fencing token)."""
-        self._pending.append((worker_id, outcome))
+    def submit(self, worker_id: str, job_id: int, locked_at: str, outcome: dict[str, Any]) -> None:
+        """Queue an outcome of a job claimed under (`worker_id`, `locked_at`), the fencing
+        token. It is encoded now: the batch is then a join of texts."""
+        self._pending.append((worker_id, job_id, encode_outcome(job_id, locked_at, outcome)))
         self._idle.clear()
         self._has_work.set()
 
@@ -77,41 +88,38 @@ class Completer:
                 self._idle.set()
             self._on_written()
 
-    async def _write_singly(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        for worker_id, outcome in batch:
+    async def _write_singly(self, batch: list[_Pending]) -> None:
+        for worker_id, job_id, outcome in batch:
             try:
-                await self._write([(worker_id, outcome)])
+                await self._write([(worker_id, job_id, outcome)])
             except psycopg.Error as exc:
-                log.error("result of job %s could not be stored: %s", outcome["id"], exc)
-                fallback = {
-                    "id": outcome["id"],
-                    "locked_at": outcome["locked_at"],
-                    "outcome": "failed_permanently",
-                    "error": {"type": "UnstorableResult", "message": f"result not stored: {exc}"},
-                }
+                log.error("result of job %s could not be stored: %s", job_id, exc)
+                locked_at = json.loads(outcome)["locked_at"]
+                error = {"type": "UnstorableResult", "message": f"result not stored: {exc}"}
+                fallback = {"outcome": "failed_permanently", "error": error}
                 try:
-                    await self._write([(worker_id, fallback)])
+                    await self._write(
+                        [(worker_id, job_id, encode_outcome(job_id, locked_at, fallback))]
+                    )
                 except psycopg.Error:
-                    log.exception("job %s left to the lease rescue", outcome["id"])
+                    log.exception("job %s left to the lease rescue", job_id)
 
-    async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        by_worker: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for worker_id, outcome in batch:
-            by_worker[worker_id].append(outcome)
+    async def _write(self, batch: list[_Pending]) -> None:
+        by_worker: dict[str, list[_Pending]] = defaultdict(list)
+        for pending in batch:
+            by_worker[pending[0]].append(pending)
         async with self._pool.connection() as conn:
             for worker_id, outcomes in by_worker.items():
-                cur = await conn.execute(
-                    self._sql,
-                    (worker_id, json.dumps(outcomes, default=str), self._keep_completed),
-                )
+                document = "[" + ",".join(text for _, _, text in outcomes) + "]"
+                cur = await conn.execute(self._sql, (worker_id, document, self._keep_completed))
                 row = await cur.fetchone()
                 accepted = set(row[0]) if row else set()
-                for outcome in outcomes:
-                    if outcome["id"] not in accepted:
+                for _, job_id, _ in outcomes:
+                    if job_id not in accepted:
                         self.rejected += 1
                         log.warning(
                             "result of job %s rejected: the job no longer belongs to this "
                             "attempt of worker %s (its lease expired, or it was released)",
-                            outcome["id"],
+                            job_id,
                             worker_id,
                         )

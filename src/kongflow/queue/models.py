@@ -17,6 +17,8 @@ MAX_KEY_LENGTH = 512
 MAX_ATTEMPTS_LIMIT = 32767
 _INT32 = 2**31
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once, not per job
+# The C scanner json.loads ends in (set by JSONDecoder.__init__, so typeshed does not list it).
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,18 @@ class JobSpec:
             else check_int(priority, "priority", where, -_INT32, _INT32 - 1),
             "flags": None if flags is None else check_flags(flags, where),
         }
+
+
+def decode_payload(data: str | bytes) -> Any:
+    """`json.loads` for JSON text from the database, in one call to the C scanner when the text
+    is a single compact value (what kongflow stores); anything else goes to `json.loads`. About
+    twice as fast, which a worker decoding tens of thousands of payloads a second notices."""
+    text = data if isinstance(data, str) else str(data, "utf-8")
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 def _fail(where: str, argument: str, message: str) -> InvalidJobError:

@@ -26,16 +26,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from kongflow import embedded
-from kongflow.queue.completer import Completer
+from kongflow.queue.completer import COMPLETED, Completer
 from kongflow.queue.cron import CronItem, CronScheduler, as_cron_items
 from kongflow.queue.errors import JobTimeout, PermanentFailure, Snooze, WorkerLost
 from kongflow.queue.hooks import HookSet, WorkerHooks
 from kongflow.queue.listener import listen
 from kongflow.queue.maintenance import LEASE_NAME, Maintenance, MaintenanceOptions, QueueReporter
 from kongflow.queue.migrate import channels, migrate
+from kongflow.queue.models import decode_payload
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
 from kongflow.queue.tracing import job_span, record_failure, tracing_enabled
@@ -56,6 +58,7 @@ DEFAULT_MAINTENANCE = MaintenanceOptions()
 _MAX_TRACEBACK = 8000
 _NO_SPAN = nullcontext()
 _CLAIMS_IN_FLIGHT = 2
+_Fence = tuple[str, str]  # a claim's locked_by and locked_at: results are accepted only under it
 
 
 def queue_patterns(queues: Sequence[str] | None) -> list[str] | None:
@@ -180,7 +183,13 @@ class Worker:
             assert not isinstance(self._database, AsyncConnectionPool)
             url = await asyncio.to_thread(embedded.resolve_database_url, self._database)
             self._pool = AsyncConnectionPool(
-                url, min_size=2, max_size=4, kwargs={"autocommit": True}, timeout=10, open=False
+                url,
+                min_size=2,
+                max_size=4,
+                kwargs={"autocommit": True},
+                configure=_read_times_in_utc,
+                timeout=10,
+                open=False,
             )
             await self._pool.open(wait=True)
         if self._migrate:
@@ -383,8 +392,13 @@ class Worker:
             self._claiming -= size
             self._claims_in_flight -= 1
         self._backlog = len(jobs) == size  # full: there may be more, claim again at once
-        for job in jobs:
-            self._start_job(job)
+        if jobs:
+            # One claim is one statement: its jobs share locked_by and locked_at (now()).
+            first = jobs[0]
+            assert first.locked_at is not None
+            fence = (first.locked_by or worker_id, first.locked_at.isoformat())
+            for job in jobs:
+                self._start_job(job, fence)
         if failed or self._backlog or self._wakes != wakes:
             self._wake()
 
@@ -396,6 +410,7 @@ class Worker:
                 self._pool.connection() as conn,
                 conn.cursor(row_factory=RunningJob.row_factory, binary=True) as cur,
             ):
+                set_json_loads(decode_payload, cur)
                 await cur.execute(self._sql.claim_jobs, params)
                 jobs: list[RunningJob] = await cur.fetchall()
                 return jobs
@@ -424,8 +439,8 @@ class Worker:
 
     # -- running a job -----------------------------------------------------------------------
 
-    def _start_job(self, job: RunningJob) -> None:
-        task = asyncio.create_task(self._run_job(job))
+    def _start_job(self, job: RunningJob, fence: _Fence) -> None:
+        task = asyncio.create_task(self._run_job(job, fence))
         self._running[job.id] = (job, task)
         if job.cancel_requested_at is not None or job.id in self._early_cancels:
             self._early_cancels.discard(job.id)
@@ -445,8 +460,7 @@ class Worker:
         job.cancelled.set()
         task.cancel()
 
-    async def _run_job(self, job: RunningJob) -> None:
-        worker_id = job.locked_by or self.id  # the claim's fencing token, with job.locked_at
+    async def _run_job(self, job: RunningJob, fence: _Fence) -> None:
         self._hooks.emit("job_started", job)
         started = time.monotonic()
         task = self.tasks.get(job.task_identifier)
@@ -464,18 +478,23 @@ class Worker:
             if reason is None:
                 raise  # not ours: the event loop is going away
             if reason == "cancelled":
-                self._settle(worker_id, job, {"outcome": "cancelled"})
+                self._settle(fence, job, {"outcome": "cancelled"})
                 self._hooks.emit("job_cancelled", job)
             else:
-                self._settle(worker_id, job, {"outcome": "returned"})
+                self._settle(fence, job, {"outcome": "returned"})
         except Snooze as snooze:
             run_at = datetime.now(UTC) + timedelta(seconds=snooze.delay)
-            self._settle(worker_id, job, {"outcome": "snoozed", "run_at": run_at.isoformat()})
+            self._settle(fence, job, {"outcome": "snoozed", "run_at": run_at.isoformat()})
             self._hooks.emit("job_snoozed", job, run_at)
         except Exception as error:
-            self._record_failure(worker_id, job, task, error)
+            self._record_failure(fence, job, task, error)
         else:
-            self._settle(worker_id, job, {"outcome": "completed", "result": _jsonable(result)})
+            stored = _jsonable(result)
+            self._settle(
+                fence,
+                job,
+                COMPLETED if stored is None else {"outcome": "completed", "result": stored},
+            )
             self._hooks.emit("job_completed", job, time.monotonic() - started)
         finally:
             self._running.pop(job.id, None)
@@ -510,7 +529,7 @@ class Worker:
             raise JobTimeout(f"job timed out after {task.timeout}s") from None
 
     def _record_failure(
-        self, worker_id: str, job: RunningJob, task: Task | None, error: BaseException
+        self, fence: _Fence, job: RunningJob, task: Task | None, error: BaseException
     ) -> None:
         permanent = isinstance(error, PermanentFailure) or job.attempts >= job.max_attempts
         details = {
@@ -521,19 +540,18 @@ class Worker:
             ),
         }
         if permanent or task is None:
-            self._settle(worker_id, job, {"outcome": "failed_permanently", "error": details})
+            self._settle(fence, job, {"outcome": "failed_permanently", "error": details})
             self._hooks.emit("job_failed", job, error)
             return
         retry_at = datetime.now(UTC) + timedelta(seconds=task.retry_delay(job.attempts))
         self._settle(
-            worker_id, job, {"outcome": "failed", "run_at": retry_at.isoformat(), "error": details}
+            fence, job, {"outcome": "failed", "run_at": retry_at.isoformat(), "error": details}
         )
         self._hooks.emit("job_retried", job, error, retry_at)
 
-    def _settle(self, worker_id: str, job: RunningJob, outcome: dict[str, Any]) -> None:
-        assert self._completer is not None and job.locked_at is not None
-        claim = {"id": job.id, "locked_at": job.locked_at.isoformat()}
-        self._completer.submit(worker_id, {**claim, **outcome})
+    def _settle(self, fence: _Fence, job: RunningJob, outcome: dict[str, Any]) -> None:
+        assert self._completer is not None
+        self._completer.submit(fence[0], job.id, fence[1], outcome)
 
     async def _flush(self, timeout: float) -> bool:
         if self._completer is None:
@@ -648,6 +666,12 @@ class Worker:
         async with self._pool.connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchone()
+
+
+async def _read_times_in_utc(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Times come back as UTC datetimes whatever the server's zone: the same instants, and
+    decoded about twice as fast as in a named zone (claims decode four per job)."""
+    await conn.execute("set time zone 'UTC'")
 
 
 def _connect_kwargs(pool: AsyncConnectionPool[Any]) -> dict[str, Any]:
