@@ -5,6 +5,8 @@ it is measured in the same run, on the same PostgreSQL, as the peer queues:
         bash /work/shared/bench/peers/run_all.sh
 
 Durability is the engine's default: logged tables, synchronous commit, leases and fencing on.
+The worker runs in the harness's process, set up as `kongflow worker` sets up its own (the
+startup heap frozen out of the garbage collector's full passes once the worker has started).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import common  # type: ignore[import-not-found]
 import psycopg
 
 from kongflow import Client, JobSpec, RunningJob, Worker
+from kongflow.cli.common import freeze_startup_heap
 
 
 async def noop(payload: Any, job: RunningJob) -> None:
@@ -65,6 +68,7 @@ class Peer:
     async def start_worker(self, ctx: dict[str, Any], cfg: dict[str, Any]) -> Worker:
         worker = Worker(ctx["url"], {"noop": noop}, concurrency=cfg["concurrency"], migrate=False)
         await worker.start()
+        freeze_startup_heap()
         return worker
 
     async def stop_worker(self, ctx: dict[str, Any], handle: Worker) -> None:

@@ -17,6 +17,7 @@ from kongflow.cli.common import (
     connect_url,
     err,
     fail,
+    freeze_startup_heap,
     run_db,
 )
 from kongflow.settings import DEFAULT_SCHEMA
@@ -54,6 +55,7 @@ async def _serve(
     try:
         await (jobs.start() if worker else jobs.open())
         server = await listen_api(jobs, host, port) if api else None
+        freeze_startup_heap()
         parts = [f"API on {server.url}" if server else "", "worker" if worker else ""]
         err.print(f"kongflow serving: {', '.join(p for p in parts if p)}; Ctrl-C stops it")
         await stop.wait()

@@ -15,7 +15,16 @@ from typing import Annotated, Any
 
 import typer
 
-from kongflow.cli.common import DatabaseUrl, Schema, checked_schema, connect_url, err, fail, run_db
+from kongflow.cli.common import (
+    DatabaseUrl,
+    Schema,
+    checked_schema,
+    connect_url,
+    err,
+    fail,
+    freeze_startup_heap,
+    run_db,
+)
 from kongflow.queue.cron import CrontabError, parse_crontab, parse_duration
 from kongflow.queue.maintenance import MaintenanceOptions
 from kongflow.queue.worker import Worker
@@ -170,6 +179,7 @@ async def _run_worker(the_worker: Worker, shutdown_timeout: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signalled.set)
     await the_worker.start()
+    freeze_startup_heap()
     err.print(f"worker {the_worker.id} running {len(the_worker.tasks)} task(s); Ctrl-C stops it")
     on_signal = asyncio.ensure_future(signalled.wait())
     on_stop = asyncio.ensure_future(the_worker.wait_stopped())
