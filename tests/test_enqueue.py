@@ -293,3 +293,22 @@ async def test_bulk_enqueue_of_100k_jobs_in_one_call(client: Client) -> None:
     assert len(jobs) == 100_000
     assert await count_jobs(client, "task_identifier = 'bulk'") == 100_000
     assert jobs[-1].payload == {"i": 99_999}
+
+
+async def test_copied_text_keeps_backslashes_tabs_and_line_breaks(client: Client) -> None:
+    payload = {"s": 'a\\b\n\tc "q" é', "k\\": ["\r"]}
+    assert await client.add_jobs_fast([JobSpec("t\tx\\y", payload), JobSpec("plain", {})]) == 2
+    jobs = {j.task_identifier: j for j in await client.list_jobs()}
+    assert jobs["t\tx\\y"].payload == payload
+    assert jobs["plain"].payload == {}
+
+
+async def test_a_payload_that_contains_itself_is_refused_by_name(client: Client) -> None:
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    with pytest.raises(InvalidJobError, match="payload") as info:
+        await client.add_job("t", looped)
+    assert "refers to itself" in str(info.value)
+    with pytest.raises(InvalidJobError, match=r"specs\[1\]\.payload"):
+        await client.add_jobs_fast([JobSpec("t"), JobSpec("t", [looped])])
+    assert await count_jobs(client) == 0

@@ -18,8 +18,11 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _text(value: str) -> str:
-    """A value in COPY's text format (backslash, tab and line breaks escaped)."""
-    return value.translate(_ESCAPES)
+    """A value in COPY's text format (backslash, tab and line breaks escaped). Most values have
+    none of those, and looking is much cheaper than translating."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_ESCAPES)
+    return value
 
 
 async def copy_jobs(

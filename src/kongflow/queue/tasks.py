@@ -50,9 +50,9 @@ class RunningJob(Job):
 
     cancelled: CancelSignal = field(default_factory=CancelSignal, compare=False)
 
-    @classmethod
-    def _runtime_state(cls) -> dict[str, Any]:
-        return {"cancelled": CancelSignal()}
+    @staticmethod
+    def _add_runtime_state(state: dict[str, Any]) -> None:
+        state["cancelled"] = CancelSignal()
 
 
 Handler = Callable[[Any, RunningJob], Awaitable[Any]] | Callable[[Any, RunningJob], Any]
