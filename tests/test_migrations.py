@@ -100,8 +100,9 @@ def test_a_changed_applied_migration_is_refused(database_url: str, schema: str) 
 
 
 async def test_claims_skip_jit_and_job_tables_vacuum_by_churn(client: Client) -> None:
-    """Migrations 0004 and 0005: on LLVM-built servers a claim otherwise compiled its plan
-    every call; the job tables get churn-based autovacuum settings."""
+    """Migrations 0004, 0005 and 0007: on LLVM-built servers a claim otherwise compiled its plan
+    every call; the job tables get churn-based autovacuum settings; claims reuse their plans
+    (0006 redefined _settle_jobs, which must keep jit off)."""
     async with client.pool.connection() as conn:
         cur = await conn.execute(
             "select p.proname, p.proconfig from pg_proc p"
@@ -118,6 +119,7 @@ async def test_claims_skip_jit_and_job_tables_vacuum_by_churn(client: Client) ->
         )
         options = {name: opts for name, opts in await cur.fetchall()}
     assert all("jit=off" in configs[name] for name in ("_claim_jobs", "_settle_jobs"))
+    assert "plan_cache_mode=force_generic_plan" in configs["_claim_jobs"]
     assert "autovacuum_vacuum_scale_factor=0.01" in options["_jobs"]
     assert "autovacuum_vacuum_scale_factor=0.05" in options["_finished_jobs"]
 

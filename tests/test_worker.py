@@ -471,3 +471,51 @@ async def test_a_result_of_none_is_stored_as_no_result(client: Client, aconn: An
         (a.id, "completed", True, None),
         (b.id, "completed", False, "[1]"),
     ]
+
+
+class CountedClaims(Worker):
+    claims = 0
+
+    async def _claim(self, limit: int) -> list[RunningJob]:
+        self.claims += 1
+        return await super()._claim(limit)
+
+
+async def test_an_idle_worker_claims_once_per_new_job(client: Client) -> None:
+    """Without a backlog, a finished job or its written result is no reason to look for work:
+    those claims were wasted, and one in flight delayed the claim a NOTIFY asked for."""
+    done = asyncio.Event()
+
+    async def work(payload: Any, job: RunningJob) -> None:
+        done.set()
+
+    worker = CountedClaims(client.pool, {"work": work}, schema=client.schema, poll_interval=60)
+    async with worker:
+        await asyncio.sleep(0.2)  # past the claims at start
+        before = worker.claims
+        for _ in range(10):
+            done.clear()
+            await client.add_job("work")
+            await asyncio.wait_for(done.wait(), 5)
+            await asyncio.sleep(0.05)  # its result is written
+        assert worker.claims - before <= 11
+
+
+async def test_a_serial_queue_runs_on_as_each_result_is_written_not_at_the_poll(
+    client: Client,
+) -> None:
+    """Freeing a named queue's slot is the one change without a NOTIFY: the written result
+    itself wakes the worker for the queue's next job."""
+    order: list[int] = []
+
+    async def work(payload: dict[str, int], job: RunningJob) -> None:
+        order.append(payload["n"])
+
+    await client.add_jobs([JobSpec("work", {"n": n}, queue_name="serial") for n in range(5)])
+    worker = make_worker(client, {"work": work}, poll_interval=60)
+    started = time.monotonic()
+    async with worker:
+        while len(order) < 5:
+            assert time.monotonic() - started < 10, f"stalled after {order}"
+            await asyncio.sleep(0.02)
+    assert order == [0, 1, 2, 3, 4]

@@ -161,6 +161,7 @@ class Worker:
         self._claims_in_flight = 0
         self._wakes = 0  # counts wake-ups, so a claim can tell if one came while it ran
         self._backlog = False  # the last claim came back full
+        self._held_back = False  # the producer did not look for work: no free slot, or backpressure
         self._claim_delay = 0.1  # back-off after a failed claim
         self._reregistering = asyncio.Lock()
         self._stopping = False
@@ -203,7 +204,7 @@ class Worker:
             or self._maintenance_options.completed_retention > timedelta(0)
         )
         self._completer = Completer(
-            self._pool, self._sql.settle_jobs, keep_completed, self._wake, self._report_error
+            self._pool, self._sql.settle_jobs, keep_completed, self._on_settled, self._report_error
         )
         if not self.poll_only:
             # Listen before claiming, so no cancellation or wake-up is missed after start().
@@ -358,6 +359,7 @@ class Worker:
                 in_flight = self._claims_in_flight
                 wanted = in_flight == 0 or (self._backlog and in_flight < _CLAIMS_IN_FLIGHT)
                 if free > 0 and wanted and not backlogged:
+                    self._held_back = False
                     size = min(free, -(-self.concurrency // _CLAIMS_IN_FLIGHT))
                     self._claiming += size
                     self._claims_in_flight += 1
@@ -365,6 +367,8 @@ class Worker:
                     claims.add(claim)
                     claim.add_done_callback(claims.discard)
                     continue
+                if free <= 0 or backlogged:
+                    self._held_back = True  # look once a slot or the results backlog frees up
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
         finally:
@@ -499,7 +503,8 @@ class Worker:
         finally:
             self._running.pop(job.id, None)
             self._cancel_reasons.pop(job.id, None)
-            self._wake()
+            if self._backlog or self._held_back:  # else a free slot has nothing new to take
+                self._wake()
 
     async def _call(self, task: Task, job: RunningJob) -> Any:
         if task.is_async:
@@ -551,7 +556,15 @@ class Worker:
 
     def _settle(self, fence: _Fence, job: RunningJob, outcome: dict[str, Any]) -> None:
         assert self._completer is not None
-        self._completer.submit(fence[0], job.id, fence[1], outcome)
+        self._completer.submit(fence[0], job.id, fence[1], outcome, job.queue_name is not None)
+
+    def _on_settled(self, freed_queue_slot: bool) -> None:
+        """Results were written. A freed slot of a named queue may let its next job run, and a
+        producer held back by the results backlog may go on. Otherwise there is nothing new to
+        claim: a claim now would be wasted, and one in flight delays the claim a NOTIFY asks
+        for (new work always comes with one, or is found by the poll)."""
+        if freed_queue_slot or self._backlog or self._held_back:
+            self._wake()
 
     async def _flush(self, timeout: float) -> bool:
         if self._completer is None:
