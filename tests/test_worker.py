@@ -519,3 +519,71 @@ async def test_a_serial_queue_runs_on_as_each_result_is_written_not_at_the_poll(
             assert time.monotonic() - started < 10, f"stalled after {order}"
             await asyncio.sleep(0.02)
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_a_flag_allowed_again_when_a_job_ends_is_taken_then_not_at_the_poll(
+    client: Client,
+) -> None:
+    """A forbidden_flags function may allow a job once another ends (a mutex per tenant): no
+    NOTIFY says so, so such a worker looks for work after each of its results."""
+    running: set[str] = set()
+    ran: list[int] = []
+    first_started = asyncio.Event()
+
+    async def work(payload: dict[str, Any], job: RunningJob) -> None:
+        running.add("tenant-a")
+        first_started.set()
+        await asyncio.sleep(0.2)
+        ran.append(payload["n"])
+        running.discard("tenant-a")
+
+    await client.add_job("work", {"n": 1}, flags=["tenant-a"])
+    worker = make_worker(
+        client, {"work": work}, forbidden_flags=lambda: sorted(running), poll_interval=60
+    )
+    async with worker:
+        await asyncio.wait_for(first_started.wait(), 5)
+        await client.add_job("work", {"n": 2}, flags=["tenant-a"])  # forbidden for now
+        started = time.monotonic()
+        while len(ran) < 2:
+            assert time.monotonic() - started < 5, f"waited for the poll: {ran}"
+            await asyncio.sleep(0.02)
+
+
+async def test_a_poll_only_worker_takes_follow_up_work_at_once(client: Client) -> None:
+    """Without LISTEN, new work is found by looking after each result (or at the poll)."""
+    ran: list[int] = []
+
+    async def chain(payload: dict[str, int], job: RunningJob) -> None:
+        ran.append(payload["n"])
+        if payload["n"] < 3:
+            await client.add_job("chain", {"n": payload["n"] + 1})
+
+    await client.add_job("chain", {"n": 1})
+    started = time.monotonic()
+    async with make_worker(client, {"chain": chain}, poll_only=True, poll_interval=60):
+        while len(ran) < 3:
+            assert time.monotonic() - started < 5, f"waited for the poll: {ran}"
+            await asyncio.sleep(0.02)
+    assert ran == [1, 2, 3]
+
+
+async def test_a_queue_slot_freed_by_another_worker_is_announced(client: Client) -> None:
+    """Worker A runs only task `a`, worker B only task `b`; both jobs share a serial queue. When
+    A's job ends, settling it announces the freed slot, so B starts its job at once."""
+    b_ran = asyncio.Event()
+
+    async def a(payload: Any, job: RunningJob) -> None:
+        await asyncio.sleep(0.3)
+
+    async def b(payload: Any, job: RunningJob) -> None:
+        b_ran.set()
+
+    first = await client.add_job("a", queue_name="shared")
+    async with make_worker(client, {"a": a}, poll_interval=60):
+        await wait_for_state(client, first.id, "running")
+        await client.add_job("b", queue_name="shared")
+        async with make_worker(client, {"b": b}, poll_interval=60):
+            await asyncio.sleep(0.1)  # B has looked, and found the queue busy
+            assert not b_ran.is_set()
+            await asyncio.wait_for(b_ran.wait(), 5)

@@ -11,6 +11,7 @@ startup heap frozen out of the garbage collector's full passes once the worker h
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from importlib.metadata import version
@@ -73,6 +74,7 @@ class Peer:
 
     async def stop_worker(self, ctx: dict[str, Any], handle: Worker) -> None:
         await handle.stop()
+        gc.unfreeze()  # this process runs many workers in turn: let the stopped one be collected
 
     async def _count(self, ctx: dict[str, Any], sql: str) -> int:
         async with ctx["client"].pool.connection() as conn:

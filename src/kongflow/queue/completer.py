@@ -10,7 +10,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -18,9 +18,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 log = logging.getLogger("kongflow.worker")
 
 MAX_BATCH = 1000
-COMPLETED: dict[str, Any] = {"outcome": "completed"}  # with no result: the common outcome
-# worker id, job id, the outcome as JSON, whether it frees a slot of a named queue
-_Pending = tuple[str, int, str, bool]
+# A completed job with no result, the common outcome: recognised by identity, never mutated.
+COMPLETED: Final[dict[str, Any]] = {"outcome": "completed"}
+_Pending = tuple[str, int, str]  # worker id, job id, the outcome as JSON
 
 
 def encode_outcome(job_id: int, locked_at: str, outcome: dict[str, Any]) -> str:
@@ -37,7 +37,7 @@ class Completer:
         pool: AsyncConnectionPool[Any],
         settle_sql: str,
         keep_completed: bool,
-        on_written: Callable[[bool], None],
+        on_written: Callable[[], None],
         on_error: Callable[[BaseException, str], None],
     ) -> None:
         self._pool = pool
@@ -55,19 +55,10 @@ class Completer:
     def backlog(self) -> int:
         return len(self._pending)
 
-    def submit(
-        self,
-        worker_id: str,
-        job_id: int,
-        locked_at: str,
-        outcome: dict[str, Any],
-        frees_queue_slot: bool,
-    ) -> None:
+    def submit(self, worker_id: str, job_id: int, locked_at: str, outcome: dict[str, Any]) -> None:
         """Queue an outcome of a job claimed under (`worker_id`, `locked_at`), the fencing
-        token. It is encoded now: the batch is then a join of texts. `on_written` is told
-        whether a written batch freed a slot of a named queue (its next job may now run)."""
-        text = encode_outcome(job_id, locked_at, outcome)
-        self._pending.append((worker_id, job_id, text, frees_queue_slot))
+        token. It is encoded now: the batch is then a join of texts."""
+        self._pending.append((worker_id, job_id, encode_outcome(job_id, locked_at, outcome)))
         self._idle.clear()
         self._has_work.set()
 
@@ -96,12 +87,12 @@ class Completer:
             if not self._pending:
                 self._has_work.clear()
                 self._idle.set()
-            self._on_written(any(pending[3] for pending in batch))
+            self._on_written()
 
     async def _write_singly(self, batch: list[_Pending]) -> None:
-        for worker_id, job_id, outcome, frees in batch:
+        for worker_id, job_id, outcome in batch:
             try:
-                await self._write([(worker_id, job_id, outcome, frees)])
+                await self._write([(worker_id, job_id, outcome)])
             except psycopg.Error as exc:
                 log.error("result of job %s could not be stored: %s", job_id, exc)
                 locked_at = json.loads(outcome)["locked_at"]
@@ -109,7 +100,7 @@ class Completer:
                 fallback = {"outcome": "failed_permanently", "error": error}
                 try:
                     await self._write(
-                        [(worker_id, job_id, encode_outcome(job_id, locked_at, fallback), frees)]
+                        [(worker_id, job_id, encode_outcome(job_id, locked_at, fallback))]
                     )
                 except psycopg.Error:
                     log.exception("job %s left to the lease rescue", job_id)
@@ -120,11 +111,11 @@ class Completer:
             by_worker[pending[0]].append(pending)
         async with self._pool.connection() as conn:
             for worker_id, outcomes in by_worker.items():
-                document = "[" + ",".join(pending[2] for pending in outcomes) + "]"
+                document = "[" + ",".join(text for _, _, text in outcomes) + "]"
                 cur = await conn.execute(self._sql, (worker_id, document, self._keep_completed))
                 row = await cur.fetchone()
                 accepted = set(row[0]) if row else set()
-                for _, job_id, _, _ in outcomes:
+                for _, job_id, _ in outcomes:
                     if job_id not in accepted:
                         self.rejected += 1
                         log.warning(

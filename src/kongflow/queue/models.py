@@ -21,15 +21,15 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once
 # The same encoding by json's C encoder, made once too: JSONEncoder.encode builds one per call,
 # which costs more than encoding a small payload. Without circular-reference markers it keeps no
 # state between calls (so threads can share it); a cycle ends in RecursionError instead.
-_C_ENCODE: Callable[[Any, int], list[str]] | None = (
+_C_ENCODE: Callable[[Any, int], Sequence[str]] | None = (
     None
     if c_make_encoder is None
     else c_make_encoder(
         None, _ENCODER.default, encode_basestring_ascii, None, ":", ",", False, False, False
     )
 )
-# The C scanner json.loads ends in (set by JSONDecoder.__init__, so typeshed does not list it).
 _COLUMN_NAMES: dict[tuple[bytes, ...], list[str]] = {}  # a result's raw column names, decoded
+# The C scanner json.loads ends in (set by JSONDecoder.__init__, so typeshed does not list it).
 _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
@@ -134,8 +134,9 @@ class JobSpec:
 
 def decode_payload(data: str | bytes) -> Any:
     """`json.loads` for JSON text from the database, in one call to the C scanner when the text
-    is a single compact value (what kongflow stores); anything else goes to `json.loads`. About
-    twice as fast, which a worker decoding tens of thousands of payloads a second notices."""
+    is one value with no surrounding whitespace (what kongflow stores); anything else goes to
+    `json.loads`. About twice as fast, which a worker decoding tens of thousands of payloads a
+    second notices."""
     text = data if isinstance(data, str) else str(data, "utf-8")
     try:
         value, end = _SCAN(text, 0)

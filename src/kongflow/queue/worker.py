@@ -162,6 +162,8 @@ class Worker:
         self._wakes = 0  # counts wake-ups, so a claim can tell if one came while it ran
         self._backlog = False  # the last claim came back full
         self._held_back = False  # the producer did not look for work: no free slot, or backpressure
+        # Without LISTEN no NOTIFY comes; a flags function may allow a job once another ends.
+        self._look_after_each_result = poll_only or callable(forbidden_flags)
         self._claim_delay = 0.1  # back-off after a failed claim
         self._reregistering = asyncio.Lock()
         self._stopping = False
@@ -204,7 +206,7 @@ class Worker:
             or self._maintenance_options.completed_retention > timedelta(0)
         )
         self._completer = Completer(
-            self._pool, self._sql.settle_jobs, keep_completed, self._on_settled, self._report_error
+            self._pool, self._sql.settle_jobs, keep_completed, self._look_again, self._report_error
         )
         if not self.poll_only:
             # Listen before claiming, so no cancellation or wake-up is missed after start().
@@ -503,8 +505,7 @@ class Worker:
         finally:
             self._running.pop(job.id, None)
             self._cancel_reasons.pop(job.id, None)
-            if self._backlog or self._held_back:  # else a free slot has nothing new to take
-                self._wake()
+            self._look_again()
 
     async def _call(self, task: Task, job: RunningJob) -> Any:
         if task.is_async:
@@ -556,14 +557,14 @@ class Worker:
 
     def _settle(self, fence: _Fence, job: RunningJob, outcome: dict[str, Any]) -> None:
         assert self._completer is not None
-        self._completer.submit(fence[0], job.id, fence[1], outcome, job.queue_name is not None)
+        self._completer.submit(fence[0], job.id, fence[1], outcome)
 
-    def _on_settled(self, freed_queue_slot: bool) -> None:
-        """Results were written. A freed slot of a named queue may let its next job run, and a
-        producer held back by the results backlog may go on. Otherwise there is nothing new to
-        claim: a claim now would be wasted, and one in flight delays the claim a NOTIFY asks
-        for (new work always comes with one, or is found by the poll)."""
-        if freed_queue_slot or self._backlog or self._held_back:
+    def _look_again(self) -> None:
+        """A job finished, or results were written: look for work if there may be some this
+        worker did not take. Otherwise a claim would find nothing (new work comes with a NOTIFY,
+        a named queue's freed slot too, sent by the settling), and one in flight delays the
+        claim a NOTIFY asks for."""
+        if self._backlog or self._held_back or self._look_after_each_result:
             self._wake()
 
     async def _flush(self, timeout: float) -> bool:

@@ -2,6 +2,11 @@
 -- from the delete alone (every archived job was deleted first, and a data-modifying WITH runs
 -- whether read or not), and the pass for retries, snoozes and give-backs is skipped when no
 -- outcome needs it. Same signature and results as in 0002.
+--
+-- And it announces freed slots: a job leaving a named queue can make that queue's next job
+-- claimable, a change no enqueue announces. Workers no longer look for work after every result
+-- of their own (most such claims found nothing), so the NOTIFY is sent here, for every
+-- listening worker, when a queue that lost a running job has ready work.
 create or replace function :SCHEMA._settle_jobs(
   p_worker text, p_outcomes jsonb, p_keep_completed boolean default true
 ) returns bigint[]
@@ -11,9 +16,11 @@ set jit = off  -- see 0004
 as $$
 declare
   v_finished bigint[];
+  v_freed_queues int[];  -- named queues that lost a running job
   v_others int;
-  v_moved bigint[];
-  v_ready_now int;
+  v_moved bigint[] := '{}';
+  v_moved_queues int[];
+  v_ready_now int := 0;
 begin
   with o as (
     select (x ->> 'id')::bigint as id, x ->> 'outcome' as outcome, x -> 'result' as result,
@@ -41,43 +48,47 @@ begin
     where p_keep_completed or d.final_state <> 'completed'
   )
   select coalesce((select array_agg(d.id) from done d), '{}'),
+         (select array_agg(distinct d.queue_id) from done d where d.queue_id is not null),
          (select count(*) from o where o.outcome not in ('completed', 'cancelled'))
-    into v_finished, v_others;
-  if v_others = 0 then
-    return v_finished;
+    into v_finished, v_freed_queues, v_others;
+
+  if v_others > 0 then
+    with o as (
+      select (x ->> 'id')::bigint as id, x ->> 'outcome' as outcome,
+             (x ->> 'run_at')::timestamptz as run_at, x -> 'error' as error,
+             (x ->> 'locked_at')::timestamptz as locked_at
+        from jsonb_array_elements(p_outcomes) x
+       where x ->> 'outcome' in ('failed', 'failed_permanently', 'snoozed', 'returned')
+    ),
+    moved as (
+      update :SCHEMA._jobs as j set
+        locked_at = null,
+        locked_by = null,
+        run_at = coalesce(o.run_at, now()),
+        attempts = case
+          when o.outcome = 'failed_permanently' or j.retry_stopped then j.max_attempts
+          when o.outcome = 'failed' then j.attempts
+          else greatest(j.attempts - 1, 0)  -- snoozed or given back: the attempt is returned
+        end,
+        last_error = coalesce(o.error ->> 'message', j.last_error),
+        errors = case when o.error is null then j.errors else
+          :SCHEMA._append_error(j.errors, o.error || jsonb_build_object(
+            'at', now(), 'attempt', j.attempts, 'worker', p_worker)) end,
+        updated_at = now()
+      from o
+      where j.id = o.id and j.locked_by = p_worker and j.locked_at = o.locked_at
+      returning j.id, j.queue_id, j.is_available and j.run_at <= now() as ready_now
+    )
+    select coalesce(array_agg(id), '{}'), count(*) filter (where ready_now),
+           array_agg(distinct queue_id) filter (where queue_id is not null)
+      into v_moved, v_ready_now, v_moved_queues
+      from moved;
   end if;
 
-  with o as (
-    select (x ->> 'id')::bigint as id, x ->> 'outcome' as outcome,
-           (x ->> 'run_at')::timestamptz as run_at, x -> 'error' as error,
-           (x ->> 'locked_at')::timestamptz as locked_at
-      from jsonb_array_elements(p_outcomes) x
-     where x ->> 'outcome' in ('failed', 'failed_permanently', 'snoozed', 'returned')
-  ),
-  moved as (
-    update :SCHEMA._jobs as j set
-      locked_at = null,
-      locked_by = null,
-      run_at = coalesce(o.run_at, now()),
-      attempts = case
-        when o.outcome = 'failed_permanently' or j.retry_stopped then j.max_attempts
-        when o.outcome = 'failed' then j.attempts
-        else greatest(j.attempts - 1, 0)  -- snoozed or given back: the attempt is returned
-      end,
-      last_error = coalesce(o.error ->> 'message', j.last_error),
-      errors = case when o.error is null then j.errors else
-        :SCHEMA._append_error(j.errors, o.error || jsonb_build_object(
-          'at', now(), 'attempt', j.attempts, 'worker', p_worker)) end,
-      updated_at = now()
-    from o
-    where j.id = o.id and j.locked_by = p_worker and j.locked_at = o.locked_at
-    returning j.id, j.is_available and j.run_at <= now() as ready_now
-  )
-  select coalesce(array_agg(id), '{}'), count(*) filter (where ready_now)
-    into v_moved, v_ready_now
-    from moved;
-
-  if v_ready_now > 0 then
+  if v_ready_now > 0 or exists (
+       select 1 from :SCHEMA._jobs j
+        where j.queue_id = any(v_freed_queues || v_moved_queues)
+          and j.is_available and j.run_at <= now()) then
     perform pg_notify(:JOBS_CHANNEL, '');
   end if;
   return v_finished || v_moved;
