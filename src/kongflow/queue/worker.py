@@ -58,6 +58,7 @@ DEFAULT_MAINTENANCE = MaintenanceOptions()
 _MAX_TRACEBACK = 8000
 _NO_SPAN = nullcontext()
 _CLAIMS_IN_FLIGHT = 2
+_CLAIM_SHARE = 3  # a claim asks for up to a third of the slots
 _Fence = tuple[str, str]  # a claim's locked_by and locked_at: results are accepted only under it
 
 
@@ -159,6 +160,7 @@ class Worker:
         # Counted here, not as len(claims): a finished claim leaves that set only in a later
         # loop turn, and the producer it wakes must already see it gone.
         self._claims_in_flight = 0
+        self._claims: set[asyncio.Task[None]] = set()
         self._wakes = 0  # counts wake-ups, so a claim can tell if one came while it ran
         self._backlog = False  # the last claim came back full
         self._held_back = False  # the producer did not look for work: no free slot, or backpressure
@@ -347,40 +349,46 @@ class Worker:
     # -- producer ----------------------------------------------------------------------------
 
     async def _produce(self) -> None:
-        """Claims jobs into free slots. While claims come back full (a backlog), two are kept
-        in flight, each for up to half the slots, so the database works on the next batch
-        while this process starts the last one; otherwise one claim at a time."""
-        claims: set[asyncio.Task[None]] = set()
+        """Claims jobs into free slots, whenever woken (a NOTIFY, a freed slot under a backlog,
+        the poll)."""
         try:
             while not self._stopping:
                 self._wakeup.clear()
-                free = self.concurrency - len(self._running) - self._claiming
-                backlogged = self._completer is not None and self._completer.backlog > 10 * (
-                    self.concurrency
-                )
-                in_flight = self._claims_in_flight
-                wanted = in_flight == 0 or (self._backlog and in_flight < _CLAIMS_IN_FLIGHT)
-                if free > 0 and wanted and not backlogged:
-                    self._held_back = False
-                    size = min(free, -(-self.concurrency // _CLAIMS_IN_FLIGHT))
-                    self._claiming += size
-                    self._claims_in_flight += 1
-                    claim = asyncio.create_task(self._claim_into_slots(size))
-                    claims.add(claim)
-                    claim.add_done_callback(claims.discard)
+                if self._claim_if_room():
                     continue
-                if free <= 0 or backlogged:
-                    self._held_back = True  # look once a slot or the results backlog frees up
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
         finally:
-            if claims:  # let claims in flight land: stop() waits for the jobs they took
-                await asyncio.wait(claims)
+            if self._claims:  # let claims in flight land: stop() waits for the jobs they took
+                await asyncio.wait(self._claims)
+
+    def _claim_if_room(self) -> bool:
+        """Start a claim if slots are free and one is wanted: one at a time, or while claims
+        come back full (a backlog) up to two in flight, each for up to a third of the slots, so
+        the database works on the next batches while this process runs the last one. Returns
+        whether it started one."""
+        free = self.concurrency - len(self._running) - self._claiming
+        backlogged = self._completer is not None and self._completer.backlog > 10 * self.concurrency
+        in_flight = self._claims_in_flight
+        wanted = in_flight == 0 or (self._backlog and in_flight < _CLAIMS_IN_FLIGHT)
+        if free > 0 and wanted and not backlogged and not self._stopping:
+            self._held_back = False
+            size = min(free, -(-self.concurrency // _CLAIM_SHARE))
+            self._claiming += size
+            self._claims_in_flight += 1
+            claim = asyncio.create_task(self._claim_into_slots(size))
+            self._claims.add(claim)
+            claim.add_done_callback(self._claims.discard)
+            return True
+        if free <= 0 or backlogged:
+            self._held_back = True  # look once a slot or the results backlog frees up
+        return False
 
     async def _claim_into_slots(self, size: int) -> None:
-        """One claim. Afterwards the producer looks again if the batch came back full, if the
-        claim failed, or if anything woke it meanwhile (a NOTIFY that arrived while this claim
-        was in flight may be for a job it did not see)."""
+        """One claim. A full batch sends the next claim before its own jobs start (its slots
+        held meanwhile), so the database works on it while they run. The producer looks again
+        if the claim failed, or if anything woke it meanwhile (a NOTIFY that arrived while this
+        claim was in flight may be for a job it did not see)."""
         worker_id, wakes = self.id, self._wakes
         jobs: list[RunningJob] = []
         failed = True
@@ -399,6 +407,10 @@ class Worker:
             self._claims_in_flight -= 1
         self._backlog = len(jobs) == size  # full: there may be more, claim again at once
         if jobs:
+            if self._backlog:
+                self._claiming += len(jobs)  # this batch's slots, until its jobs are started
+                self._claim_if_room()
+                self._claiming -= len(jobs)
             # One claim is one statement: its jobs share locked_by and locked_at (now()).
             first = jobs[0]
             assert first.locked_at is not None
