@@ -362,12 +362,12 @@ class Worker:
             if self._claims:  # let claims in flight land: stop() waits for the jobs they took
                 await asyncio.wait(self._claims)
 
-    def _claim_if_room(self) -> bool:
+    def _claim_if_room(self, held: int = 0) -> bool:
         """Start a claim if slots are free and one is wanted: one at a time, or while claims
         come back full (a backlog) up to two in flight, each for up to a third of the slots, so
-        the database works on the next batches while this process runs the last one. Returns
-        whether it started one."""
-        free = self.concurrency - len(self._running) - self._claiming
+        the database works on the next batches while this process runs the last one. `held`
+        slots are taken by jobs about to start. Returns whether it started one."""
+        free = self.concurrency - len(self._running) - self._claiming - held
         backlogged = self._completer is not None and self._completer.backlog > 10 * self.concurrency
         in_flight = self._claims_in_flight
         wanted = in_flight == 0 or (self._backlog and in_flight < _CLAIMS_IN_FLIGHT)
@@ -408,9 +408,7 @@ class Worker:
         self._backlog = len(jobs) == size  # full: there may be more, claim again at once
         if jobs:
             if self._backlog:
-                self._claiming += len(jobs)  # this batch's slots, until its jobs are started
-                self._claim_if_room()
-                self._claiming -= len(jobs)
+                self._claim_if_room(held=len(jobs))
             # One claim is one statement: its jobs share locked_by and locked_at (now()).
             first = jobs[0]
             assert first.locked_at is not None
