@@ -11,6 +11,8 @@ import psycopg
 import pytest
 
 from kongflow import Client, JobSpec, RunningJob, Snooze, Task, Worker
+from kongflow.queue.completer import COMPLETED, Completer
+from kongflow.queue.sql import engine_sql
 from kongflow.settings import validate_schema
 from tests.helpers import wait_for_state
 
@@ -81,6 +83,48 @@ async def test_unstorable_results_do_not_block_other_results(client: Client) -> 
     assert nul is not None and nul.state == "failed"
     assert "bad" in (nul.last_error or "")
     assert ok is not None and (ok.state, ok.result) == ("completed", "fine")
+
+
+async def test_a_result_the_database_refuses_fails_its_job_and_lets_the_batch_through(
+    client: Client,
+) -> None:
+    """The completer's own guard, below the worker's checks: a batch the database refuses is
+    written one result at a time, and the refused one fails its job for good."""
+    jobs = await client.add_jobs([JobSpec("t") for _ in range(3)])
+    await register(client, "w")
+    async with client.pool.connection() as conn:
+        cur = await conn.execute(
+            q(client, "select id, locked_at from S._claim_jobs('w', 3, array['t'], null, null)")
+        )
+        claimed = {job_id: locked_at.isoformat() for job_id, locked_at in await cur.fetchall()}
+    assert sorted(claimed) == [j.id for j in jobs]
+    errors: list[str] = []
+    completer = Completer(
+        client.pool,
+        engine_sql(client.schema).settle_jobs,
+        True,
+        lambda: None,
+        lambda error, context: errors.append(context),
+    )
+    bad = jobs[1].id
+    for job_id, locked_at in claimed.items():
+        # NaN is not JSON: the whole batch is refused
+        outcome = {"outcome": "completed", "result": float("nan")} if job_id == bad else COMPLETED
+        completer.submit("w", job_id, locked_at, outcome)
+    running = asyncio.ensure_future(completer.run())
+    try:
+        await asyncio.wait_for(completer.wait_idle(), 10)
+    finally:
+        running.cancel()
+    assert errors == ["writing job results (writing them one by one)"]
+    states = {j.id: await client.get_job(j.id) for j in jobs}
+    assert {i: (j.state if j else None) for i, j in states.items()} == {
+        jobs[0].id: "completed",
+        bad: "failed",
+        jobs[2].id: "completed",
+    }
+    failed = states[bad]
+    assert failed is not None and "result not stored" in (failed.last_error or "")
 
 
 async def test_a_replaced_running_job_that_snoozes_is_not_revived(client: Client) -> None:

@@ -20,7 +20,7 @@ log = logging.getLogger("kongflow.worker")
 MAX_BATCH = 1000
 # A completed job with no result, the common outcome: recognised by identity, never mutated.
 COMPLETED: Final[dict[str, Any]] = {"outcome": "completed"}
-_Pending = tuple[str, int, str]  # worker id, job id, the outcome as JSON
+_Pending = tuple[str, int, str, str]  # worker id, job id, locked_at, the outcome as JSON
 
 
 def encode_outcome(job_id: int, locked_at: str, outcome: dict[str, Any]) -> str:
@@ -58,7 +58,8 @@ class Completer:
     def submit(self, worker_id: str, job_id: int, locked_at: str, outcome: dict[str, Any]) -> None:
         """Queue an outcome of a job claimed under (`worker_id`, `locked_at`), the fencing
         token. It is encoded now: the batch is then a join of texts."""
-        self._pending.append((worker_id, job_id, encode_outcome(job_id, locked_at, outcome)))
+        text = encode_outcome(job_id, locked_at, outcome)
+        self._pending.append((worker_id, job_id, locked_at, text))
         self._idle.clear()
         self._has_work.set()
 
@@ -90,18 +91,17 @@ class Completer:
             self._on_written()
 
     async def _write_singly(self, batch: list[_Pending]) -> None:
-        for worker_id, job_id, outcome in batch:
+        for pending in batch:
+            worker_id, job_id, locked_at, _ = pending
             try:
-                await self._write([(worker_id, job_id, outcome)])
+                await self._write([pending])
             except psycopg.Error as exc:
                 log.error("result of job %s could not be stored: %s", job_id, exc)
-                locked_at = json.loads(outcome)["locked_at"]
                 error = {"type": "UnstorableResult", "message": f"result not stored: {exc}"}
                 fallback = {"outcome": "failed_permanently", "error": error}
                 try:
-                    await self._write(
-                        [(worker_id, job_id, encode_outcome(job_id, locked_at, fallback))]
-                    )
+                    text = encode_outcome(job_id, locked_at, fallback)
+                    await self._write([(worker_id, job_id, locked_at, text)])
                 except psycopg.Error:
                     log.exception("job %s left to the lease rescue", job_id)
 
@@ -111,11 +111,11 @@ class Completer:
             by_worker[pending[0]].append(pending)
         async with self._pool.connection() as conn:
             for worker_id, outcomes in by_worker.items():
-                document = "[" + ",".join(text for _, _, text in outcomes) + "]"
+                document = "[" + ",".join(pending[3] for pending in outcomes) + "]"
                 cur = await conn.execute(self._sql, (worker_id, document, self._keep_completed))
                 row = await cur.fetchone()
                 accepted = set(row[0]) if row else set()
-                for _, job_id, _ in outcomes:
+                for _, job_id, _, _ in outcomes:
                     if job_id not in accepted:
                         self.rejected += 1
                         log.warning(
