@@ -377,15 +377,9 @@ async def test_an_output_postgresql_cannot_store_fails_the_run(stack: Stack) -> 
 async def test_a_run_whose_execution_died_is_failed_by_the_sweep(stack: Stack) -> None:
     await stack.jobs.client.pause_queue("executions")
     run_id = await stack.test("echo")
-    schema = stack.jobs.client.schema
-    async with stack.jobs.client.pool.connection() as conn:
-        # The run was executing when its job failed for good (a worker killed on the last
-        # attempt), an hour ago.
-        await conn.execute(
-            f"update \"{schema}\".job_runs set status = 'EXECUTING',"  # type: ignore[arg-type]
-            " updated_at = now() - interval '1 hour' where id = %s",
-            (run_id,),
-        )
+    # The run was executing when its job failed for good (a worker killed on the last attempt),
+    # an hour ago.
+    await _last_changed_an_hour_ago(stack, run_id, status="EXECUTING")
     await stack.jobs.execution.fail_stalled_runs(None, None)  # type: ignore[arg-type]
     run = await stack.run(run_id)
     assert run["status"] == "FAILURE"
@@ -395,14 +389,20 @@ async def test_a_run_whose_execution_died_is_failed_by_the_sweep(stack: Stack) -
     gated = await stack.test("gate")
 
     await stack.executing(gated)
-    async with stack.jobs.client.pool.connection() as conn:
-        await conn.execute(
-            f'update "{schema}".job_runs'  # type: ignore[arg-type]
-            " set updated_at = now() - interval '1 hour' where id = %s",
-            (gated,),
-        )
+    await _last_changed_an_hour_ago(stack, gated)
     await stack.jobs.execution.fail_stalled_runs(None, None)  # type: ignore[arg-type]
     assert (await stack.api.get(f"/api/v1/runs/{gated}")).json()["status"] == "EXECUTING"
+
+
+async def _last_changed_an_hour_ago(stack: Stack, run_id: str, status: str | None = None) -> None:
+    """Backdate a run's last change (and set its status, if given), as if it had stalled."""
+    async with stack.jobs.client.pool.connection() as conn:
+        await conn.execute(
+            f'update "{stack.jobs.client.schema}".job_runs'  # type: ignore[arg-type]
+            " set status = coalesce(%s, status), updated_at = now() - interval '1 hour'"
+            " where id = %s",
+            (status, run_id),
+        )
 
 
 async def test_an_idempotency_key_belongs_to_one_job(stack: Stack) -> None:
