@@ -5,18 +5,34 @@ exist. Errors are JSON `{"error": "..."}` with a status that says whose fault it
 
 from __future__ import annotations
 
+import json
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, TypeAdapter
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import PoolTimeout
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kongflow.api.guard import MAX_BODY_BYTES, MAX_JSON_DEPTH, RequestGuard, database_unavailable
 from kongflow.jobs.endpoint_api import EndpointError
 from kongflow.jobs.environments import Environment, check_slug
 from kongflow.jobs.runs import (
@@ -30,7 +46,8 @@ from kongflow.jobs.service import JobsService
 from kongflow.protocol import iso_time
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
-MAX_BODY_BYTES = 1024 * 1024
+MAX_ID_LENGTH = 256  # event ids, idempotency keys, names, sources, path ids
+MAX_URL_LENGTH = 2048
 
 
 def _http_url(value: str) -> str:
@@ -40,7 +57,9 @@ def _http_url(value: str) -> str:
 
 
 _URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HttpUrl = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+PathId = Annotated[str, Path(max_length=MAX_ID_LENGTH)]
 
 
 log = logging.getLogger("kongflow.api")
@@ -67,19 +86,54 @@ class InvokeBody(Body):
 
 
 class EventBody(Body):
-    name: str = Field(min_length=1)
+    name: Identifier
     payload: Any = None
     context: Any = None
-    id: str | None = Field(default=None, min_length=1)
-    source: str = "trigger.dev"
+    id: Identifier | None = None
+    source: Identifier = "trigger.dev"
     timestamp: datetime | None = None
 
 
+def _epoch_ms(value: Any) -> Any:
+    """Milliseconds since the epoch become a date; an ISO-8601 string goes on to be parsed."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("milliseconds since the epoch out of range") from None
+    if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+        return value
+    raise ValueError("must be an ISO-8601 date string or whole milliseconds since the epoch")
+
+
+def _within_a_year(when: datetime) -> datetime:
+    if when.tzinfo is None:
+        raise ValueError("an ISO-8601 date must include its time zone (e.g. 'Z' or '+02:00')")
+    now, year = datetime.now(UTC), timedelta(seconds=MAX_DELAY_SECONDS)
+    if not now - year <= when <= now + year:
+        raise ValueError("must be within 366 days of now")
+    return when
+
+
+DeliverAt = Annotated[
+    datetime,
+    BeforeValidator(_epoch_ms),
+    AfterValidator(_within_a_year),
+    Field(description="when to deliver: an ISO-8601 date, or milliseconds since the epoch"),
+]
+
+
 class SendEventOptions(Body):
-    deliver_at: datetime | None = None
-    deliver_after: float | None = Field(
-        default=None, ge=0, le=MAX_DELAY_SECONDS, description="seconds from now"
+    deliver_at: DeliverAt | None = None
+    deliver_after: StrictInt | StrictFloat | None = Field(
+        default=None, ge=0, le=MAX_DELAY_SECONDS, description="seconds from now (a number)"
     )
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> SendEventOptions:
+        if self.deliver_at is not None and self.deliver_after is not None:
+            raise ValueError("give deliverAt or deliverAfter, not both")
+        return self
 
 
 class SendEventBody(Body):
@@ -92,51 +146,60 @@ class RunTaskBody(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
-    idempotency_key: str
+    idempotency_key: Identifier
     name: str = "task"
     noop: bool = False
 
 
 class CreateEndpointBody(Body):
-    slug: str = Field(description="the endpoint's id (trigger.dev's client id)")
+    slug: str = Field(max_length=63, description="the endpoint's id (trigger.dev's client id)")
     url: HttpUrl
 
 
-class BodyLimit:
-    """Refuses a declared body over MAX_BODY_BYTES before reading it (plain ASGI, no cost to
-    other requests)."""
+class ErrorBody(BaseModel):
+    """Every error the API answers."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    error: str
+    issues: list[dict[str, str]] | None = Field(
+        default=None, description="for invalid requests: each field and what is wrong with it"
+    )
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-                response = JSONResponse(
-                    {"error": f"request body over {MAX_BODY_BYTES // 1024} KiB"}, 413
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI documentation of the error statuses a route can answer."""
+    described = {
+        400: "invalid request: malformed JSON, a field out of bounds, JSON nested deeper"
+        f" than {MAX_JSON_DEPTH} levels",
+        401: "missing or invalid API key",
+        404: "no such resource in this environment",
+        409: "conflicts with the resource's state",
+        413: f"request body over {MAX_BODY_BYTES // 1024} KiB",
+        422: "the endpoint could not be used",
+        503: "the database is unavailable (see Retry-After)",
+    }
+    return {code: {"model": ErrorBody, "description": described[code]} for code in statuses}
+
+
+_AUTHED = (400, 401, 503)
+_WITH_BODY = (*_AUTHED, 413)
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="the API key of a runtime environment (`tr_dev_...`), as `Bearer <key>`",
+)
 
 
 async def _environment(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Environment:
-    """The environment whose API key the request carries as a Bearer token."""
-    scheme, _, key = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise HTTPException(
-            401,
-            "missing API key: send 'Authorization: Bearer <environment API key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    jobs: JobsService = request.app.state.jobs
-    found = await jobs.environments.authenticate(key.strip())
-    if found is None:
+    """The environment whose API key the request carries (checked by RequestGuard before the
+    body was read)."""
+    environment: Environment | None = getattr(request.state, "environment", None)
+    if environment is None:  # a route outside the guarded prefix: never expected
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-    return found
+    return environment
 
 
 Env = Annotated[Environment, Depends(_environment)]
@@ -146,7 +209,9 @@ def create_app(jobs: JobsService) -> FastAPI:
     """The API over an open JobsService (whoever serves the app opens and closes it)."""
     app = FastAPI(title="kongflow", version="1", summary="Jobs, runs, events and endpoints")
     app.state.jobs = jobs
-    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestGuard, authenticate=jobs.environments.authenticate)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -157,33 +222,41 @@ def create_app(jobs: JobsService) -> FastAPI:
         # Input PostgreSQL cannot hold, e.g. a \u0000 in a string: the caller's to fix.
         return JSONResponse({"error": f"invalid input: {exc.diag.message_primary or exc}"}, 400)
 
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+        return database_unavailable()
+
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the logs"}, 500)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"error": f"request body over {MAX_BODY_BYTES // 1024} KiB"}, 413)
-        return await call_next(request)
-
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(_validation_error(exc.errors()), 400)
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], responses={503: {"description": "database down"}})
     async def health() -> JSONResponse:
+        """Whether the API can reach its database (the driver's reason goes to the log)."""
         try:
-            async with jobs.client.pool.connection(timeout=5) as conn:
+            async with jobs.client.pool.connection(timeout=2) as conn:
                 await conn.execute("select 1")
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "error": str(exc)}, 503)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("health check: database unavailable: %s", exc)
+            return JSONResponse({"status": "database unavailable"}, 503)
         return JSONResponse({"status": "ok"})
 
-    @app.post("/api/v1/jobs/{job_slug}/test", status_code=202, tags=["jobs"])
-    async def test_job(job_slug: str, env: Env, body: TestJobBody | None = None) -> dict[str, Any]:
+    @app.post(
+        "/api/v1/jobs/{job_slug}/test",
+        status_code=202,
+        tags=["jobs"],
+        responses=_errors(*_WITH_BODY, 404),
+    )
+    async def test_job(
+        job_slug: PathId, env: Env, body: TestJobBody | None = None
+    ) -> dict[str, Any]:
         """Test a job: a test event and a run, queued at once."""
         try:
             queued = await jobs.runs.test_job(env, job_slug, (body or TestJobBody()).payload)
@@ -191,12 +264,19 @@ def create_app(jobs: JobsService) -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         return _queued(queued)
 
-    @app.post("/api/v1/jobs/{job_slug}/invoke", status_code=202, tags=["jobs"])
+    @app.post(
+        "/api/v1/jobs/{job_slug}/invoke",
+        status_code=202,
+        tags=["jobs"],
+        responses=_errors(*_WITH_BODY, 404, 409),
+    )
     async def invoke_job(
-        job_slug: str,
+        job_slug: PathId,
         env: Env,
         body: InvokeBody | None = None,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[
+            str | None, Header(min_length=1, max_length=MAX_ID_LENGTH)
+        ] = None,
     ) -> JSONResponse:
         """Invoke a job; a repeated `idempotency-key` returns the first run (200)."""
         body = body or InvokeBody()
@@ -213,14 +293,16 @@ def create_app(jobs: JobsService) -> FastAPI:
             raise HTTPException(404, str(exc)) from None
         except IdempotencyKeyReused as exc:
             raise HTTPException(409, str(exc)) from None
+        except ValueError as exc:  # a callback URL the network policy refuses
+            raise HTTPException(400, str(exc)) from None
         return JSONResponse(_queued(queued), 202 if created else 200)
 
-    @app.get("/api/v1/runs/{run_id}", tags=["runs"])
-    async def get_run(run_id: str, env: Env) -> dict[str, Any]:
+    @app.get("/api/v1/runs/{run_id}", tags=["runs"], responses=_errors(*_AUTHED, 404))
+    async def get_run(run_id: PathId, env: Env) -> dict[str, Any]:
         return _run(await _found_run(jobs, env, run_id))
 
-    @app.get("/api/v1/runs/{run_id}/statuses", tags=["runs"])
-    async def run_statuses(run_id: str, env: Env) -> dict[str, Any]:
+    @app.get("/api/v1/runs/{run_id}/statuses", tags=["runs"], responses=_errors(*_AUTHED, 404))
+    async def run_statuses(run_id: PathId, env: Env) -> dict[str, Any]:
         run = await _found_run(jobs, env, run_id)
         return {
             "run": {"id": run["id"], "status": run["status"], "output": run["output"]},
@@ -230,16 +312,18 @@ def create_app(jobs: JobsService) -> FastAPI:
             ],
         }
 
-    @app.post("/api/v1/runs/{run_id}/cancel", tags=["runs"])
-    async def cancel_run(run_id: str, env: Env) -> dict[str, Any]:
+    @app.post("/api/v1/runs/{run_id}/cancel", tags=["runs"], responses=_errors(*_WITH_BODY, 404))
+    async def cancel_run(run_id: PathId, env: Env) -> dict[str, Any]:
         """CANCELED from any non-terminal status; a finished run is returned unchanged."""
         run = await jobs.runs.cancel_run(env, run_id)
         if run is None:
             raise HTTPException(404, f"no run {run_id!r} in this environment")
         return _run(run)
 
-    @app.post("/api/v1/runs/{run_id}/tasks", tags=["runs"])
-    async def run_task(run_id: str, body: RunTaskBody, env: Env) -> dict[str, Any]:
+    @app.post(
+        "/api/v1/runs/{run_id}/tasks", tags=["runs"], responses=_errors(*_WITH_BODY, 404, 409)
+    )
+    async def run_task(run_id: PathId, body: RunTaskBody, env: Env) -> dict[str, Any]:
         """What trigger.dev's v2 SDK calls for io tasks. kongflow runs jobs without io tasks,
         but completes the no-op ones (io.logger) so that jobs which log still run."""
         run = await _found_run(jobs, env, run_id)
@@ -261,7 +345,7 @@ def create_app(jobs: JobsService) -> FastAPI:
             "output": None,
         }
 
-    @app.post("/api/v1/events", status_code=202, tags=["events"])
+    @app.post("/api/v1/events", status_code=202, tags=["events"], responses=_errors(*_WITH_BODY))
     async def send_event(body: SendEventBody, env: Env) -> dict[str, Any]:
         """Store an event and deliver it to the jobs it triggers, now or later."""
         event = await jobs.events.send_event(
@@ -287,7 +371,12 @@ def create_app(jobs: JobsService) -> FastAPI:
             "deliveredAt": iso_time(event["delivered_at"]),
         }
 
-    @app.post("/api/v1/endpoints", status_code=201, tags=["endpoints"])
+    @app.post(
+        "/api/v1/endpoints",
+        status_code=201,
+        tags=["endpoints"],
+        responses=_errors(*_WITH_BODY, 422),
+    )
     async def create_endpoint(body: CreateEndpointBody, env: Env) -> dict[str, Any]:
         """Register an endpoint (it must answer PING as `slug`) and queue its indexing."""
         try:
@@ -299,7 +388,7 @@ def create_app(jobs: JobsService) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
         return _endpoint(endpoint) | {"indexing": "queued"}
 
-    @app.get("/api/v1/endpoints", tags=["endpoints"])
+    @app.get("/api/v1/endpoints", tags=["endpoints"], responses=_errors(*_AUTHED))
     async def list_endpoints(env: Env) -> list[dict[str, Any]]:
         return [_endpoint(e) for e in await jobs.endpoints.list_endpoints(env)]
 
@@ -352,6 +441,24 @@ def _endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
         "createdAt": iso_time(endpoint["created_at"]),
         "updatedAt": iso_time(endpoint["updated_at"]),
     }
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, less the 422 it documents for every route with parameters: kongflow
+    answers invalid requests 400 (each route documents what it does answer)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for methods in schema["paths"].values():
+            for operation in methods.values():
+                default = operation["responses"].get("422", {})
+                if "HTTPValidationError" in json.dumps(default):
+                    del operation["responses"]["422"]
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _validation_error(errors: Any) -> dict[str, Any]:
