@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -22,6 +23,24 @@ def validate_schema(name: str) -> str:
             f" got {name!r}"
         )
     return name
+
+
+def mask_url(url: str) -> str:
+    """A database URL fit to print: its password (in the URL, a `password=` parameter or a
+    libpq keyword string) replaced by `***`."""
+    if "://" not in url:  # a libpq keyword string: host=... password=...
+        return re.sub(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "password=***", url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database URL>"
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    masked = f"{parts.scheme}://{netloc}{parts.path}"
+    return masked + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def data_dir() -> Path:

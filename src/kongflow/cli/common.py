@@ -17,7 +17,7 @@ from kongflow import embedded
 from kongflow.jobs.schema import ALL_COMPONENTS
 from kongflow.queue.client import Client
 from kongflow.queue.migrate import MigrationError
-from kongflow.settings import validate_schema
+from kongflow.settings import mask_url, validate_schema
 
 T = TypeVar("T")
 
@@ -77,11 +77,16 @@ def run_db(url: str, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(work)
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise fail(
-            f"cannot reach PostgreSQL at {url}: {str(exc).strip()}\n"
+            f"cannot reach PostgreSQL at {mask_url(url)}: {_masked_reason(exc, url)}\n"
             "check that it runs (`kongflow db status`) or set DATABASE_URL"
         ) from exc
     except MigrationError as exc:
         raise fail(str(exc)) from exc
+
+
+def _masked_reason(exc: BaseException, url: str) -> str:
+    """The driver's message, which may quote the URL it was given, with the password masked."""
+    return str(exc).strip().replace(url, mask_url(url))
 
 
 def with_client(database_url: str | None, schema: str, work: Callable[[Client], Awaitable[T]]) -> T:

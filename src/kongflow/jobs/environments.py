@@ -10,7 +10,8 @@ import hmac
 import re
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Literal
 
 from psycopg.rows import class_row
@@ -48,6 +49,14 @@ def key_digest(api_key: str) -> bytes:
     return hashlib.sha256(api_key.encode()).digest()
 
 
+@dataclass(frozen=True)
+class RotatedKey:
+    """A new key; the old one authenticates until `old_key_expires_at` (None: it stopped)."""
+
+    environment: Environment
+    old_key_expires_at: datetime | None
+
+
 def check_slug(value: str, what: str) -> str:
     if not _SLUG.match(value):
         raise ValueError(
@@ -69,20 +78,13 @@ class EnvironmentService:
         environment_type: str = "DEVELOPMENT",
     ) -> Environment:
         """The environment of this type in org/project, created (with both) if missing."""
-        check_slug(organization, "organization")
-        check_slug(project, "project")
-        if environment_type not in ENVIRONMENT_SLUGS:
-            raise ValueError(
-                f"environment type must be one of {', '.join(ENVIRONMENT_SLUGS)}, "
-                f"got {environment_type!r}"
-            )
-        slug = ENVIRONMENT_SLUGS[environment_type]
+        slug = _environment_slug(organization, project, environment_type)
         api_key = generate_api_key(environment_type)
         async with self.client.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(self._sql.upsert_organization, (organization, organization))
-            organization_id = _one(await cur.fetchone())
+            organization_id = str(_first(await cur.fetchone()))
             cur = await conn.execute(self._sql.upsert_project, (organization_id, project, project))
-            project_id = _one(await cur.fetchone())
+            project_id = str(_first(await cur.fetchone()))
             await conn.execute(
                 self._sql.insert_environment,
                 (project_id, organization_id, slug, environment_type, api_key, key_digest(api_key)),
@@ -93,21 +95,81 @@ class EnvironmentService:
         assert found is not None
         return found
 
-    async def authenticate(self, api_key: str) -> Environment | None:
-        """The environment this key belongs to, or None."""
-        if not API_KEY.match(api_key or ""):
-            return None
+    async def rotate_key(self, environment: Environment, grace_seconds: float) -> RotatedKey:
+        """Issue a new key. The old one keeps working for `grace_seconds` (0: stops now), so
+        clients can move over; webhooks are signed, and endpoints called, with the new one."""
+        if not 0 <= grace_seconds <= 366 * 24 * 3600:
+            raise ValueError(f"the grace period must be 0 to 366 days, got {grace_seconds!r} s")
+        return await self._replace_key(environment, grace_seconds)
+
+    async def revoke(self, environment: Environment) -> RotatedKey:
+        """Issue a new key, and stop the current one and every rotated one at once."""
+        return await self._replace_key(environment, None)
+
+    async def _replace_key(
+        self, environment: Environment, grace_seconds: float | None
+    ) -> RotatedKey:
+        api_key = generate_api_key(environment.type)
+        expires_at: datetime | None = None
+        async with self.client.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(self._sql.lock_environment, (environment.id,))
+            old_hash = _first(await cur.fetchone())
+            if grace_seconds is None:
+                await conn.execute(self._sql.drop_retired_keys, (environment.id,))
+            elif grace_seconds > 0:
+                cur = await conn.execute(
+                    self._sql.retire_api_key,
+                    {"hash": old_hash, "id": environment.id, "grace": grace_seconds},
+                )
+                expires_at = _first(await cur.fetchone())
+            await conn.execute(
+                self._sql.set_api_key, (api_key, key_digest(api_key), environment.id)
+            )
+        return RotatedKey(replace(environment, api_key=api_key), expires_at)
+
+    async def find(
+        self, organization: str, project: str, environment_type: str
+    ) -> Environment | None:
+        """The environment of this type in org/project, if it exists."""
+        slug = _environment_slug(organization, project, environment_type)
         async with (
             self.client.pool.connection() as conn,
             conn.cursor(row_factory=class_row(Environment)) as cur,
         ):
-            await cur.execute(self._sql.environment_by_key_hash, (key_digest(api_key),))
-            environment: Environment | None = await cur.fetchone()
-        if environment is None or not hmac.compare_digest(environment.api_key, api_key):
+            await cur.execute(self._sql.find_environment_by_slugs, (organization, project, slug))
+            found: Environment | None = await cur.fetchone()
+        return found
+
+    async def authenticate(self, api_key: str) -> Environment | None:
+        """The environment this key belongs to (its current key, or a rotated one still in its
+        grace period), or None."""
+        if not API_KEY.match(api_key or ""):
             return None
-        return environment
+        digest = key_digest(api_key)
+        async with (
+            self.client.pool.connection() as conn,
+            conn.cursor(row_factory=class_row(Environment)) as cur,
+        ):
+            await cur.execute(self._sql.environment_by_key_hash, (digest,))
+            environment: Environment | None = await cur.fetchone()
+            if environment is not None:
+                return environment if hmac.compare_digest(environment.api_key, api_key) else None
+            await cur.execute(self._sql.environment_by_retired_key_hash, (digest,))
+            retired: Environment | None = await cur.fetchone()
+        return retired
 
 
-def _one(row: Any) -> str:
+def _environment_slug(organization: str, project: str, environment_type: str) -> str:
+    check_slug(organization, "organization")
+    check_slug(project, "project")
+    if environment_type not in ENVIRONMENT_SLUGS:
+        raise ValueError(
+            f"environment type must be one of {', '.join(ENVIRONMENT_SLUGS)}, "
+            f"got {environment_type!r}"
+        )
+    return ENVIRONMENT_SLUGS[environment_type]
+
+
+def _first(row: Any) -> Any:
     assert row is not None
-    return str(row[0])
+    return row[0]

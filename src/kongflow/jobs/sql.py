@@ -14,9 +14,15 @@ class JobsSQL:
     upsert_organization: str
     upsert_project: str
     find_environment: str
+    find_environment_by_slugs: str
     insert_environment: str
     environment_by_key_hash: str
+    environment_by_retired_key_hash: str
     environment_by_id: str
+    lock_environment: str
+    retire_api_key: str
+    set_api_key: str
+    drop_retired_keys: str
     # endpoints and jobs
     upsert_endpoint: str
     endpoint_by_id: str
@@ -113,6 +119,10 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"select {_ENVIRONMENT_COLUMNS} {environment_from}"
             " where e.project_id = %s and e.slug = %s"
         ),
+        find_environment_by_slugs=(
+            f"select {_ENVIRONMENT_COLUMNS} {environment_from}"
+            " where o.slug = %s and p.slug = %s and e.slug = %s"
+        ),
         insert_environment=(
             f"insert into {s}.runtime_environments"
             " (project_id, organization_id, slug, type, api_key, api_key_sha256)"
@@ -121,7 +131,24 @@ def jobs_sql(schema: str) -> JobsSQL:
         environment_by_key_hash=(
             f"select {_ENVIRONMENT_COLUMNS} {environment_from} where e.api_key_sha256 = %s"
         ),
+        environment_by_retired_key_hash=(
+            f"select {_ENVIRONMENT_COLUMNS} {environment_from}"
+            f" join {s}.retired_api_keys k on k.environment_id = e.id"
+            " where k.api_key_sha256 = %s and k.expires_at > now()"
+        ),
         environment_by_id=f"select {_ENVIRONMENT_COLUMNS} {environment_from} where e.id = %s",
+        lock_environment=(
+            f"select api_key_sha256 from {s}.runtime_environments where id = %s for update"
+        ),
+        retire_api_key=(
+            f"insert into {s}.retired_api_keys (api_key_sha256, environment_id, expires_at)"
+            " values (%(hash)s, %(id)s, now() + make_interval(secs => %(grace)s))"
+            " returning expires_at"
+        ),
+        set_api_key=(
+            f"update {s}.runtime_environments set api_key = %s, api_key_sha256 = %s where id = %s"
+        ),
+        drop_retired_keys=f"delete from {s}.retired_api_keys where environment_id = %s",
         upsert_endpoint=(
             f"insert into {s}.endpoints (environment_id, slug, url) values (%s, %s, %s)"
             " on conflict (environment_id, slug) do update set url = excluded.url,"

@@ -1,0 +1,132 @@
+"""Rotating and revoking an environment's API key, through the service, the API and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from typer.testing import CliRunner
+
+from kongflow import Client
+from kongflow.cli import app
+from kongflow.cli.env import parse_duration
+from kongflow.jobs import EnvironmentService
+from kongflow.jobs.environments import API_KEY
+from kongflow.jobs.schema import ALL_COMPONENTS
+from kongflow.settings import mask_url
+from tests.test_api_hardening import api_stack
+
+
+@pytest.fixture
+async def service(database_url: str, schema: str) -> AsyncIterator[EnvironmentService]:
+    async with Client(database_url, schema=schema, components=ALL_COMPONENTS) as client:
+        yield EnvironmentService(client)
+
+
+async def test_a_rotated_key_works_until_its_grace_period_ends(
+    service: EnvironmentService,
+) -> None:
+    env = await service.ensure("acme", "web")
+    rotated = await service.rotate_key(env, grace_seconds=1.5)
+    new = rotated.environment
+    assert API_KEY.match(new.api_key) and new.api_key != env.api_key
+    assert rotated.old_key_expires_at is not None
+    assert await service.authenticate(new.api_key) == new
+    assert await service.authenticate(env.api_key) == new  # in grace: the same environment
+    await asyncio.sleep(2)
+    assert await service.authenticate(env.api_key) is None
+    assert await service.authenticate(new.api_key) == new
+    assert await service.ensure("acme", "web") == new  # the stored key is the new one
+
+
+async def test_a_rotation_without_grace_and_a_revocation_stop_old_keys_at_once(
+    service: EnvironmentService,
+) -> None:
+    env = await service.ensure("acme", "web")
+    assert (await service.rotate_key(env, grace_seconds=0)).old_key_expires_at is None
+    assert await service.authenticate(env.api_key) is None
+    current = await service.ensure("acme", "web")
+    second = (await service.rotate_key(current, grace_seconds=3600)).environment
+    assert await service.authenticate(current.api_key) == second
+    revoked = await service.revoke(second)
+    for old in (env.api_key, current.api_key, second.api_key):
+        assert await service.authenticate(old) is None
+    assert await service.authenticate(revoked.environment.api_key) == revoked.environment
+
+
+async def test_a_grace_period_out_of_bounds_is_refused(service: EnvironmentService) -> None:
+    env = await service.ensure("acme", "web")
+    with pytest.raises(ValueError, match="grace period"):
+        await service.rotate_key(env, grace_seconds=-1)
+    assert await service.authenticate(env.api_key) == env
+
+
+async def test_the_api_follows_a_revocation(database_url: str, schema: str) -> None:
+    async with api_stack(database_url, schema) as api:
+        assert (await api.http.get("/api/v1/endpoints")).status_code == 200
+        revoked = await api.jobs.environments.revoke(api.env)
+        assert (await api.http.get("/api/v1/endpoints")).status_code == 401
+        headers = {"Authorization": f"Bearer {revoked.environment.api_key}"}
+        assert (await api.http.get("/api/v1/endpoints", headers=headers)).status_code == 200
+
+
+def test_rotate_key_and_revoke_from_the_command_line(database_url: str, schema: str) -> None:
+    runner = CliRunner()
+    base = ["--database-url", database_url, "--schema", schema]
+    created = runner.invoke(app, ["env", "create", "--org", "acme", "--json", *base])
+    assert created.exit_code == 0, created.output
+    old_key = json.loads(created.output)["api_key"]
+    rotated = runner.invoke(
+        app, ["env", "rotate-key", "--org", "acme", "--grace", "15m", "--json", *base]
+    )
+    assert rotated.exit_code == 0, rotated.output
+    answer = json.loads(rotated.output)
+    assert answer["apiKey"] != old_key and answer["oldKeyExpiresAt"]
+    revoked = runner.invoke(app, ["env", "revoke", "--org", "acme", *base])
+    assert revoked.exit_code == 0, revoked.output
+    assert "the old key no longer works" in revoked.output
+    missing = runner.invoke(app, ["env", "revoke", "--org", "nobody", *base])
+    assert missing.exit_code == 1
+    assert "kongflow env create" in missing.output
+    bad = runner.invoke(app, ["env", "rotate-key", "--grace", "soon", *base])
+    assert bad.exit_code == 2
+    assert "duration" in bad.output
+
+
+def test_durations() -> None:
+    assert [parse_duration(d) for d in ("90", "90s", "15m", "2h", "1.5d", "0")] == [
+        90,
+        90,
+        900,
+        7200,
+        129600,
+        0,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "postgresql://u:secret@h:5432/db?sslmode=require",
+            "postgresql://u:***@h:5432/db?sslmode=require",
+        ),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("postgresql:///db?host=/tmp&password=secret", "postgresql:///db?host=/tmp&password=***"),
+        ("host=h password=secret dbname=d", "host=h password=*** dbname=d"),
+        ("host=h password='se cret' dbname=d", "host=h password=*** dbname=d"),
+        ("postgresql://u:p%40ss@[::1]:5432/d", "postgresql://u:***@[::1]:5432/d"),
+    ],
+)
+def test_database_urls_are_shown_with_the_password_masked(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_an_unreachable_database_is_reported_without_its_password() -> None:
+    url = "postgresql://kong:hunter2@127.0.0.1:9/db?connect_timeout=2"
+    out = CliRunner().invoke(app, ["migrate", "--database-url", url])
+    assert out.exit_code == 1
+    assert "hunter2" not in out.output
+    assert "kong:***@127.0.0.1:9" in out.output
