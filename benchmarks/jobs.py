@@ -26,7 +26,8 @@ from rich.table import Table
 
 from kongflow import embedded
 from kongflow.api import BackgroundServer, create_app
-from kongflow.jobs.service import JobsService
+from kongflow.jobs.outbound import NetworkPolicy
+from kongflow.jobs.service import JobsOptions, JobsService
 from kongflow.sdk.example import example_endpoint
 
 
@@ -38,7 +39,13 @@ async def main() -> None:
     args = parser.parse_args()
     url = embedded.resolve_database_url()
     schema = f"bench_{secrets.token_hex(4)}"
-    jobs = JobsService(url, schema=schema, concurrency=args.concurrency, poll_interval=0.2)
+    jobs = JobsService(
+        url,
+        schema=schema,
+        options=JobsOptions(network=NetworkPolicy.dev()),  # its endpoint is on 127.0.0.1
+        concurrency=args.concurrency,
+        poll_interval=0.2,
+    )
     try:
         await jobs.start()
         env = await jobs.environments.ensure("bench", "bench")

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from kongflow.api import BackgroundServer, create_app
 from kongflow.jobs.environments import Environment
+from kongflow.jobs.outbound import NetworkPolicy
 from kongflow.jobs.runs import TERMINAL
 from kongflow.jobs.service import JobsOptions, JobsService
 from kongflow.queue.tasks import FixedBackoff
@@ -57,9 +58,12 @@ class Scripted:
 
 @dataclass
 class Receiver:
-    """A webhook receiver that fails the first `failures` deliveries."""
+    """A webhook receiver that fails the first `failures` deliveries, then answers the next
+    `big_answers` with 200 and a body of `big_answer_size` bytes."""
 
     failures: int = 0
+    big_answers: int = 0
+    big_answer_size: int = 256 * 1024
     received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
     attempts: int = 0
 
@@ -68,6 +72,8 @@ class Receiver:
             self.attempts += 1
             if self.attempts <= self.failures:
                 return JSONResponse({"error": "not now"}, 503)
+            if self.attempts <= self.failures + self.big_answers:
+                return Response(b"x" * self.big_answer_size, 200)
             self.received.append((await request.body(), dict(request.headers)))
             return JSONResponse({"ok": True})
 
@@ -188,8 +194,10 @@ async def wait_until(predicate: Any, timeout: float = 10) -> None:
 
 @asynccontextmanager
 async def jobs_stack(database_url: str, schema: str, **options: Any) -> AsyncIterator[Stack]:
-    """Everything up, the test endpoint registered and indexed."""
+    """Everything up, the test endpoint registered and indexed. The service runs under the
+    development network policy (everything here is on 127.0.0.1) unless `network` is given."""
     defaults: dict[str, Any] = {
+        "network": NetworkPolicy.dev(),
         "request_timeout": 1.0,
         "execution_attempts": 3,
         "execution_retry": FixedBackoff(0.1),

@@ -62,3 +62,25 @@ def test_dev_runs_the_demo_to_success_serves_the_api_and_stops_on_ctrl_c(
         code = process.wait(timeout=30)
     reader.join(timeout=5)
     assert code == 0, "".join(lines)
+
+
+def test_the_banner_masks_the_database_password() -> None:
+    from kongflow.cli.common import console
+    from kongflow.cli.dev import _welcome
+    from kongflow.jobs.environments import Environment
+
+    env = Environment(
+        *("env-id", "dev", "DEVELOPMENT", "tr_dev_" + "k" * 24, "p", "web", "Web"),
+        *("o", "acme", "Acme"),
+    )
+    with console.capture() as captured:
+        _welcome(
+            "postgresql://kong:s3cret-pw@db.internal:5432/kongflow",
+            env,
+            "http://127.0.0.1:8030",
+            "http://127.0.0.1:8031",
+            "example",
+        )
+    output = captured.get()
+    assert "s3cret-pw" not in output
+    assert "postgresql://kong:***@db.internal:5432/kongflow" in output

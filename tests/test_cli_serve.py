@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,13 +13,20 @@ import httpx
 import psycopg
 import pytest
 
+from kongflow import Client
+from kongflow.api import BackgroundServer
+from kongflow.jobs import EnvironmentService
+from kongflow.jobs.schema import ALL_COMPONENTS
+from kongflow.sdk.example import example_endpoint
 from tests.test_cli_dev import free_port
 
 
-def start(database_url: str, schema: str, *args: str) -> subprocess.Popen[str]:
+def start(
+    database_url: str, schema: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "kongflow", "serve", *args],
-        env={**os.environ, "DATABASE_URL": database_url, "KONGFLOW_SCHEMA": schema},
+        env={**os.environ, "DATABASE_URL": database_url, "KONGFLOW_SCHEMA": schema, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -70,3 +78,63 @@ def test_serving_nothing_is_refused(database_url: str, schema: str) -> None:
     output, _ = process.communicate(timeout=30)
     assert process.returncode == 1
     assert "nothing to run" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "bad"),
+    [
+        (["--allow-network", "10.0.0.0/8", "--allow-network", "nope"], {}, "'nope'"),
+        ([], {"KONGFLOW_ALLOW_NETWORKS": "10.0.0.0/8,10.0.0.1/8"}, "did you mean 10.0.0.0/8"),
+    ],
+)
+def test_a_bad_allowed_network_is_refused_before_starting(
+    database_url: str, schema: str, args: list[str], env: dict[str, str], bad: str
+) -> None:
+    process = start(database_url, schema, *args, env=env)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "--allow-network / KONGFLOW_ALLOW_NETWORKS" in output and bad in output
+
+
+@pytest.mark.slow
+async def test_serve_calls_only_the_networks_it_is_told_to(database_url: str, schema: str) -> None:
+    port = free_port()
+    api = start(
+        database_url,
+        schema,
+        "--no-worker",
+        "--port",
+        str(port),
+        env={"KONGFLOW_ALLOW_NETWORKS": "127.0.0.1/32, 10.0.0.0/8"},
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await http.get("/health")
+                    break
+                except httpx.ConnectError:
+                    assert api.poll() is None and time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+            async with Client(database_url, schema=schema, components=ALL_COMPONENTS) as client:
+                env = await EnvironmentService(client).ensure()
+            endpoint = example_endpoint(env.api_key)
+            headers = {"Authorization": f"Bearer {env.api_key}"}
+            async with BackgroundServer(endpoint.app) as server:
+                allowed = await http.post(
+                    "/api/v1/endpoints",
+                    json={"slug": endpoint.id, "url": server.url},
+                    headers=headers,
+                )
+                assert allowed.status_code == 201, allowed.text
+                refused = await http.post(
+                    "/api/v1/endpoints",
+                    json={"slug": endpoint.id, "url": f"http://[::1]:{server.port}"},
+                    headers=headers,
+                )
+                assert refused.status_code == 400, refused.text
+                assert "::1 is a loopback address" in refused.json()["error"]
+    finally:
+        output = stop(api)
+    assert "outbound calls to endpoints and callbacks: public addresses and 127.0.0.1/32" in output

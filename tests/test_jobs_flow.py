@@ -49,7 +49,7 @@ async def test_a_4xx_answer_fails_the_run_without_retrying(stack: Stack) -> None
     stack.endpoint.answers = [(403, '{"message": "no"}')]
     run = await stack.run(await stack.test("echo"))
     assert run["status"] == "FAILURE"
-    assert "HTTP 403" in run["output"]["message"]
+    assert run["output"] == {"message": "the endpoint answered HTTP 403"}  # not its body
     assert stack.endpoint.executions == 1
 
 
@@ -79,7 +79,7 @@ async def test_an_endpoint_that_is_down_is_retried_then_fails(stack: Stack) -> N
     run_id = await stack.test("echo")
     run = await stack.run(run_id)
     assert run["status"] == "FAILURE"
-    assert "could not reach the endpoint" in run["output"]["message"]
+    assert run["output"] == {"message": "could not reach the endpoint at http://127.0.0.1:9"}
     assert run["executionCount"] == 3  # execution_attempts
     statuses = await stack.statuses(run_id)
     assert statuses.count("WAITING_TO_EXECUTE") == 2
@@ -297,11 +297,15 @@ async def test_endpoints_are_listed_and_a_wrong_one_is_refused(stack: Stack) -> 
         "/api/v1/endpoints", json={"slug": "another-app", "url": stack.endpoint_url}
     )
     assert wrong.status_code == 422
-    assert "Endpoint ID mismatch" in wrong.json()["error"]
+    assert wrong.json()["error"] == (
+        f"the endpoint at {stack.endpoint_url} refused PING as endpoint 'another-app': check "
+        "that its id is that slug and that it has this environment's API key"
+    )  # its own words ("Endpoint ID mismatch ...") are the endpoint's: they stay in the log
     down = await stack.api.post(
         "/api/v1/endpoints", json={"slug": "down", "url": "http://127.0.0.1:9"}
     )
     assert down.status_code == 422
+    assert down.json()["error"] == "could not reach the endpoint at http://127.0.0.1:9"
     assert len((await stack.api.get("/api/v1/endpoints")).json()) == 1
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from kongflow import Client, RunningJob
 from kongflow.jobs import Environment, EnvironmentService
+from kongflow.jobs.outbound import UrlRefused
 from kongflow.jobs.registry import Registry
 from kongflow.jobs.runs import JobNotFoundError, RunService
 from kongflow.jobs.schema import ALL_COMPONENTS
@@ -135,3 +136,44 @@ async def test_cancel_removes_the_pending_execution_and_is_final(setup: Setup) -
     assert [s["status"] for s in again["statuses"]] == ["PENDING", "QUEUED", "CANCELED"]
     other = await EnvironmentService(setup.client).ensure("elsewhere", "web")
     assert await setup.runs.cancel_run(other, queued.run_id) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://user:pw@93.184.216.34/hook", "credentials"),
+        ("http://127.0.0.1:9/hook", "127.0.0.1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]:9/hook", "is a loopback address"),
+        ("http://169.254.169.254/latest", "is a link-local address"),
+        ("http://10.1.2.3/hook", "is a private address"),
+        ("gopher://93.184.216.34/", "only http and https"),
+    ],
+)
+async def test_invoke_refuses_a_callback_url_it_may_not_call_and_stores_nothing(
+    setup: Setup, url: str, reason: str
+) -> None:
+    with pytest.raises(UrlRefused, match=reason) as refused:
+        await setup.runs.invoke(setup.env, "send-welcome", callback_url=url)
+    assert isinstance(refused.value, ValueError)  # the API answers 400
+    assert "pw" not in str(refused.value)
+    async with setup.client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select (select count(*) from "{setup.client.schema}".event_records),'  # type: ignore[arg-type]
+            f' (select count(*) from "{setup.client.schema}".job_runs)'
+        )
+        assert await cur.fetchone() == (0, 0)
+    assert await count_jobs(setup.client) == 0
+
+
+async def test_invoke_takes_a_public_callback_url(setup: Setup) -> None:
+    queued, created = await setup.runs.invoke(
+        setup.env, "send-welcome", callback_url="https://93.184.216.34/hook"
+    )
+    assert created
+    async with setup.client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select url from "{setup.client.schema}".run_subscriptions'  # type: ignore[arg-type]
+            " where run_id = %s",
+            (queued.run_id,),
+        )
+        assert {row[0] for row in await cur.fetchall()} == {"https://93.184.216.34/hook"}

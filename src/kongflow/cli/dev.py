@@ -21,7 +21,7 @@ from kongflow.cli.common import (
     run_db,
 )
 from kongflow.cli.serve import listen_api, stop_signals
-from kongflow.settings import DEFAULT_SCHEMA
+from kongflow.settings import DEFAULT_SCHEMA, mask_url
 
 if TYPE_CHECKING:  # the service, API and SDK load only when `dev` runs, not for every command
     from kongflow.jobs.environments import Environment
@@ -46,11 +46,14 @@ def dev(
 
 async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concurrency: int) -> None:
     from kongflow.api import BackgroundServer
-    from kongflow.jobs.service import JobsService
+    from kongflow.jobs.outbound import NetworkPolicy
+    from kongflow.jobs.service import JobsOptions, JobsService
     from kongflow.sdk.example import example_endpoint
 
     stop = stop_signals()
-    jobs = JobsService(url, schema=schema, concurrency=concurrency)
+    # Development: endpoints run on this machine or its private network.
+    options = JobsOptions(network=NetworkPolicy.dev())
+    jobs = JobsService(url, schema=schema, concurrency=concurrency, options=options)
     try:
         with console.status("migrating and starting the worker"):
             await jobs.start()
@@ -78,11 +81,12 @@ async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concur
 
 def _welcome(db_url: str, env: Environment, api: str, endpoint_url: str, slug: str) -> None:
     table = Table(show_header=False, box=None)
-    table.add_row("database", db_url)
+    table.add_row("database", mask_url(db_url))
     table.add_row("API", f"{api}  (OpenAPI: {api}/docs)")
     table.add_row("environment", f"{env.organization_slug}/{env.project_slug}/{env.slug}")
     table.add_row("API key", f"[bold]{env.api_key}[/bold]")
     table.add_row("example endpoint", f"{slug} at {endpoint_url} (jobs hello-world, count-words)")
+    table.add_row("outbound calls", "development: loopback and private networks allowed")
     console.print(table)
     console.print(
         "try: [bold]curl -X POST -H 'Authorization: Bearer "

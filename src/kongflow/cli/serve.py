@@ -24,7 +24,21 @@ from kongflow.settings import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:  # the service and API load only when a command runs them
     from kongflow.api import BackgroundServer
+    from kongflow.jobs.outbound import NetworkPolicy
     from kongflow.jobs.service import JobsService
+
+AllowNetwork = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-network",
+        envvar="KONGFLOW_ALLOW_NETWORKS",
+        metavar="CIDR",
+        help="A network endpoints and callbacks may be in, beyond public addresses (e.g. "
+        "10.0.0.0/8 for endpoints on a private network); repeatable, or comma-separated in "
+        "the environment variable.",
+        show_default=False,
+    ),
+]
 
 
 def serve(
@@ -33,31 +47,54 @@ def serve(
     api: Annotated[bool, typer.Option(help="Serve the HTTP API.")] = True,
     worker: Annotated[bool, typer.Option(help="Run the jobs service's tasks.")] = True,
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs the worker runs at once.")] = 10,
+    allow_network: AllowNetwork = None,
     database_url: DatabaseUrl = None,
     schema: Schema = DEFAULT_SCHEMA,
 ) -> None:
     """Run the jobs service: the HTTP API and its worker (either can be turned off, to scale
-    them apart)."""
+    them apart). Endpoints and callbacks are called on public addresses only, unless
+    --allow-network opens more."""
     if not api and not worker:
         raise fail("--no-api and --no-worker together leave nothing to run")
     schema = checked_schema(schema)
+    network = network_policy(allow_network or [])
     url = connect_url(database_url)
-    run_db(url, _serve(url, schema, host, port, api, worker, concurrency))
+    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, network))
+
+
+def network_policy(allow_networks: list[str]) -> NetworkPolicy:
+    """The strict policy opened to `allow_networks`; a clear error for one that is not a
+    network."""
+    from kongflow.jobs.outbound import NetworkPolicy
+
+    try:
+        return NetworkPolicy.strict(allow_networks)
+    except ValueError as exc:
+        raise fail(f"--allow-network / KONGFLOW_ALLOW_NETWORKS: {exc}") from exc
 
 
 async def _serve(
-    url: str, schema: str, host: str, port: int, api: bool, worker: bool, concurrency: int
+    url: str,
+    schema: str,
+    host: str,
+    port: int,
+    api: bool,
+    worker: bool,
+    concurrency: int,
+    network: NetworkPolicy,
 ) -> None:
-    from kongflow.jobs.service import JobsService
+    from kongflow.jobs.service import JobsOptions, JobsService
 
     stop = stop_signals()
-    jobs = JobsService(url, schema=schema, concurrency=concurrency)
+    options = JobsOptions(network=network)
+    jobs = JobsService(url, schema=schema, concurrency=concurrency, options=options)
     try:
         await (jobs.start() if worker else jobs.open())
         server = await listen_api(jobs, host, port) if api else None
         freeze_startup_heap()
         parts = [f"API on {server.url}" if server else "", "worker" if worker else ""]
         err.print(f"kongflow serving: {', '.join(p for p in parts if p)}; Ctrl-C stops it")
+        err.print(f"outbound calls to endpoints and callbacks: {network.describe()}")
         await stop.wait()
         err.print("stopping: running jobs get time to finish")
         if server is not None:

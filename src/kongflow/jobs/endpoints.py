@@ -4,13 +4,14 @@ and version it lists in one transaction (what `registerJob` does for a single jo
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-import httpx
 from psycopg.rows import dict_row
 
 from kongflow.jobs.endpoint_api import EndpointApi, EndpointError
 from kongflow.jobs.environments import Environment
+from kongflow.jobs.outbound import MiB, Outbound, Unreachable
 from kongflow.jobs.registry import Registry
 from kongflow.jobs.sql import jobs_sql
 from kongflow.protocol import JobMetadata
@@ -18,11 +19,22 @@ from kongflow.queue.tasks import RunningJob
 from kongflow.workerqueue import WorkerQueue
 from kongflow.workerqueue.catalog import IndexEndpointPayload, RegisterJobPayload
 
+log = logging.getLogger("kongflow.outbound")
+
 
 class EndpointService:
-    def __init__(self, queue: WorkerQueue, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        queue: WorkerQueue,
+        outbound: Outbound,
+        *,
+        answer_limit: int = 4 * MiB,
+        timeout: float | None = None,
+    ) -> None:
         self.queue = queue
-        self.http = http
+        self.outbound = outbound
+        self.answer_limit = answer_limit
+        self.timeout = timeout
         self.registry = Registry(queue.client.schema)
         self._sql = jobs_sql(queue.client.schema)
 
@@ -32,14 +44,22 @@ class EndpointService:
     async def create_endpoint(
         self, environment: Environment, slug: str, url: str
     ) -> dict[str, Any]:
-        """Register (or re-point) an endpoint and queue its indexing. Raises EndpointError,
-        storing nothing, if the URL does not answer PING as this endpoint."""
+        """Register (or re-point) an endpoint and queue its indexing, storing nothing if it
+        fails: UrlRefused (a ValueError) if the URL may not be called (its form, or the
+        network policy: checked before any connection), EndpointError if it does not answer
+        PING as this endpoint."""
         try:
-            pong = await EndpointApi(self.http, url, environment.api_key).ping(slug)
-        except httpx.HTTPError as exc:
-            raise EndpointError(f"could not reach {url}: {exc!r}") from None
+            await self.outbound.check_url(url)
+        except Unreachable as exc:
+            raise EndpointError(str(exc)) from None
+        pong = await self._api(url, environment.api_key).ping(slug)
         if not pong.ok:
-            raise EndpointError(f"{url} refused PING as endpoint {slug!r}: {pong.error}")
+            # Its words stay in the log: the answer is the target's, not ours to hand on.
+            log.info("%s refused PING as endpoint %r: %.300r", url, slug, pong.error)
+            raise EndpointError(
+                f"the endpoint at {url} refused PING as endpoint {slug!r}: check that its id "
+                "is that slug and that it has this environment's API key"
+            )
         async with self.queue.transaction() as tx:
             endpoint = await self.registry.register_endpoint(tx.conn, environment, slug, url)
             await tx.enqueue(
@@ -57,7 +77,7 @@ class EndpointService:
         endpoint, environment = await self._endpoint(payload.id)
         if endpoint is None or environment is None:
             return
-        index = await EndpointApi(self.http, endpoint["url"], environment.api_key).index()
+        index = await self._api(endpoint["url"], environment.api_key).index()
         async with self.queue.transaction() as tx:  # all of the index, or none of it
             for job_metadata in index.jobs:
                 await self.registry.register_job(tx.conn, environment, endpoint["id"], job_metadata)
@@ -70,6 +90,11 @@ class EndpointService:
         metadata = JobMetadata.model_validate(payload.job)
         async with self.queue.transaction() as tx:
             await self.registry.register_job(tx.conn, environment, endpoint["id"], metadata)
+
+    def _api(self, url: str, api_key: str) -> EndpointApi:
+        return EndpointApi(
+            self.outbound, url, api_key, limit=self.answer_limit, timeout=self.timeout
+        )
 
     async def _endpoint(self, endpoint_id: str) -> tuple[dict[str, Any] | None, Environment | None]:
         async with (

@@ -8,17 +8,26 @@ CANCELED."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from kongflow.jobs.endpoint_api import EndpointApi
+from kongflow.jobs.outbound import (
+    Answer,
+    MiB,
+    Outbound,
+    OutboundError,
+    TimedOut,
+    Unreachable,
+    UrlRefused,
+)
 from kongflow.jobs.runs import TERMINAL, RunService
 from kongflow.jobs.sql import jobs_sql
 from kongflow.protocol import (
@@ -40,6 +49,8 @@ from kongflow.queue.tasks import RunningJob
 from kongflow.workerqueue.catalog import IdPayload
 from kongflow.workerqueue.task import CronPayload
 
+log = logging.getLogger("kongflow.outbound")
+
 
 class EndpointUnavailable(KongflowError):
     """Raised after recording WAITING_TO_EXECUTE, so that the queue retries the execution."""
@@ -53,10 +64,18 @@ class Outcome:
 
 
 class RunExecution:
-    def __init__(self, runs: RunService, http: httpx.AsyncClient, request_timeout: float) -> None:
+    def __init__(
+        self,
+        runs: RunService,
+        outbound: Outbound,
+        request_timeout: float,
+        *,
+        answer_limit: int = 4 * MiB,
+    ) -> None:
         self.runs = runs
-        self.http = http
+        self.outbound = outbound
         self.request_timeout = request_timeout
+        self.answer_limit = answer_limit
         self._sql = jobs_sql(runs.queue.client.schema)
 
     def handlers(self) -> dict[str, Any]:
@@ -74,7 +93,9 @@ class RunExecution:
         try:
             await self._finish(payload.id, outcome, duration_ms)
         except psycopg.DataError as exc:  # e.g. a \u0000 in the output, which jsonb refuses
-            unstorable = _error(f"the endpoint's answer could not be stored: {exc}")
+            # The primary message only: PostgreSQL's detail and context quote the data.
+            reason = exc.diag.message_primary or type(exc).__name__
+            unstorable = _error(f"the endpoint's answer could not be stored: {reason}")
             await self._finish(payload.id, Outcome("FAILURE", unstorable), duration_ms)
         if outcome.retry:
             raise EndpointUnavailable(str((outcome.output or {}).get("message")))
@@ -129,35 +150,44 @@ class RunExecution:
         return run
 
     async def _call(self, run: dict[str, Any], body: RunJobBody) -> Outcome:
-        api = EndpointApi(self.http, run["endpoint_url"], run["api_key"])
+        api = EndpointApi(
+            self.outbound, run["endpoint_url"], run["api_key"], limit=self.answer_limit
+        )
         try:
             response = await api.execute(body, self.request_timeout)
-        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return Outcome("FAILURE", _error(f"could not reach the endpoint: {exc!r}"), retry=True)
-        except httpx.TimeoutException:
+        except UrlRefused as exc:  # the endpoint's host now resolves to a refused address
+            return Outcome("FAILURE", _error(str(exc)))
+        except TimedOut:
             return Outcome(
                 "TIMED_OUT", _error(f"the endpoint did not answer within {self.request_timeout}s")
             )
-        except httpx.HTTPError as exc:
-            return Outcome("FAILURE", _error(f"could not reach the endpoint: {exc!r}"), retry=True)
+        except Unreachable as exc:
+            return Outcome("FAILURE", _error(str(exc)), retry=True)
+        except OutboundError as exc:  # a redirect, an answer over the cap
+            return Outcome("FAILURE", _error(str(exc)))
         return interpret(response)
 
 
-def interpret(response: httpx.Response) -> Outcome:
-    """What an EXECUTE_JOB answer means for the run (DESIGN.md, Jobs service step 3)."""
+def interpret(response: Answer) -> Outcome:
+    """What an EXECUTE_JOB answer means for the run (DESIGN.md, Jobs service step 3). Only
+    the protocol's own fields reach the run's output: any other body stays out of it, since
+    the run can be read by API clients (it goes to the log at DEBUG)."""
     code = response.status_code
     if code in (408, 504):
         return Outcome("TIMED_OUT", _error(f"the endpoint answered HTTP {code}"))
     if code >= 500:
         return Outcome("FAILURE", _error(f"the endpoint answered HTTP {code}"), retry=True)
     if code != 200:
-        return Outcome(
-            "FAILURE", _error(f"the endpoint answered HTTP {code}: {response.text[:500]}")
-        )
+        log.debug("EXECUTE_JOB answered HTTP %s: %.500r", code, response.content)
+        return Outcome("FAILURE", _error(f"the endpoint answered HTTP {code}"))
     try:
         answer = RUN_JOB_RESPONSE.validate_json(response.content)
     except ValidationError as exc:
-        return Outcome("FAILURE", _error(f"the endpoint's answer is malformed: {exc}"))
+        log.debug("malformed EXECUTE_JOB answer: %s", exc)
+        return Outcome(
+            "FAILURE",
+            _error("the endpoint's answer is malformed: it is not a trigger.dev RunJobResponse"),
+        )
     if isinstance(answer, RunJobSuccess):
         return Outcome("SUCCESS", answer.output)
     if isinstance(answer, RunJobError):

@@ -11,16 +11,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from typing import Any
 
-import httpx
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from kongflow.jobs.outbound import KiB, Outbound, OutboundError, UrlRefused
 from kongflow.jobs.runs import TERMINAL, RunService
 from kongflow.jobs.sql import jobs_sql
 from kongflow.protocol import SIGNATURE_HEADER, iso_time
-from kongflow.queue.errors import KongflowError
+from kongflow.queue.errors import KongflowError, PermanentFailure
 from kongflow.queue.tasks import RunningJob
 from kongflow.workerqueue.catalog import IdPayload
 
@@ -34,9 +35,21 @@ def sign(api_key: str, body: bytes) -> str:
     return hmac.new(api_key.encode(), body, hashlib.sha256).hexdigest()
 
 
-def verify(api_key: str, body: bytes, signature: str) -> bool:
-    """For receivers: does `signature` match this body?"""
-    return hmac.compare_digest(sign(api_key, body), signature)
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def verify(api_key: str, body: bytes, signature: str | bytes | None) -> bool:
+    """For receivers: does `signature` (the header's value) match this body? False, never an
+    exception, for a missing, empty, non-ASCII or malformed one, so a receiver can pass the
+    header straight from the request."""
+    if isinstance(signature, bytes):
+        try:
+            signature = signature.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(signature, str) or not _HEX_SHA256.fullmatch(signature.strip()):
+        return False
+    return hmac.compare_digest(sign(api_key, body), signature.strip().lower())
 
 
 def subscription_event(status: str) -> str:
@@ -44,10 +57,18 @@ def subscription_event(status: str) -> str:
 
 
 class RunNotifications:
-    def __init__(self, runs: RunService, http: httpx.AsyncClient, timeout: float) -> None:
+    def __init__(
+        self,
+        runs: RunService,
+        outbound: Outbound,
+        timeout: float,
+        *,
+        answer_limit: int = 64 * KiB,
+    ) -> None:
         self.runs = runs
-        self.http = http
+        self.outbound = outbound
         self.timeout = timeout
+        self.answer_limit = answer_limit
         self._sql = jobs_sql(runs.queue.client.schema)
 
     def handlers(self) -> dict[str, Any]:
@@ -101,7 +122,9 @@ class RunNotifications:
             return
         body = json.dumps(run_notification(run), separators=(",", ":")).encode()
         try:
-            response = await self.http.post(
+            # Only the status matters; the answer is read (up to a small cap) to keep the
+            # connection reusable.
+            response = await self.outbound.post(
                 subscription["url"],
                 content=body,
                 headers={
@@ -109,11 +132,18 @@ class RunNotifications:
                     SIGNATURE_HEADER: sign(run["api_key"], body),
                 },
                 timeout=self.timeout,
+                limit=self.answer_limit,
+                target="subscriber",
             )
-        except httpx.HTTPError as exc:
-            raise DeliveryFailed(f"could not reach {subscription['url']}: {exc!r}") from None
+        except UrlRefused as exc:
+            # Checked at invoke, so its host now leads somewhere refused: not retried.
+            raise PermanentFailure(str(exc)) from None
+        except OutboundError as exc:
+            raise DeliveryFailed(str(exc)) from None
         if not response.is_success:
-            raise DeliveryFailed(f"{subscription['url']} answered HTTP {response.status_code}")
+            raise DeliveryFailed(
+                f"the subscriber at {subscription['url']} answered HTTP {response.status_code}"
+            )
         async with self.runs.queue.client.pool.connection() as conn:
             await conn.execute(self._sql.mark_subscription_delivered, (payload.id,))
 

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from kongflow.jobs.environments import Environment
+from kongflow.jobs.outbound import NetworkPolicy, Outbound, Unreachable, check_url
 from kongflow.jobs.sql import jobs_sql
 from kongflow.queue.errors import KongflowError
 from kongflow.queue.tasks import RunningJob
@@ -67,8 +68,11 @@ class NewEvent:
 
 
 class RunService:
-    def __init__(self, queue: WorkerQueue) -> None:
+    def __init__(self, queue: WorkerQueue, outbound: Outbound | None = None) -> None:
+        """`outbound` checks callback URLs against its network policy; without one, against
+        the strict default policy."""
         self.queue = queue
+        self._outbound = outbound
         self._sql = jobs_sql(queue.client.schema)
 
     def handlers(self) -> dict[str, Any]:
@@ -115,7 +119,10 @@ class RunService:
     ) -> tuple[QueuedRun, bool]:
         """Invoke a job directly. A repeated `idempotency_key` returns the first run (and
         False: nothing new was created); the key may not be reused for another job.
-        `callback_url` is told of the run's outcome."""
+        `callback_url` is told of the run's outcome; UrlRefused (a ValueError) if it may not
+        be called, before anything is stored."""
+        if callback_url is not None:
+            await self._check_callback_url(callback_url)
         async with self.queue.transaction() as tx:
             version = await self._latest_version(tx.conn, environment, job_slug)
             if idempotency_key is not None:
@@ -152,6 +159,18 @@ class RunService:
                         self._sql.insert_subscription, (run_id, callback_url, outcome)
                     )
         return QueuedRun(run_id, event["event_id"]), True
+
+    async def _check_callback_url(self, url: str) -> None:
+        """Refused before anything is stored if the network policy refuses its host. A host
+        that does not resolve now is taken: it may by the time the run ends, and delivery
+        checks again (and retries)."""
+        try:
+            if self._outbound is not None:
+                await self._outbound.check_url(url, target="subscriber")
+            else:
+                await check_url(url, NetworkPolicy.strict(), target="subscriber")
+        except Unreachable:
+            pass
 
     async def store_event(
         self, conn: AsyncConnection[Any], environment: Environment, event: NewEvent

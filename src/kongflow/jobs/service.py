@@ -1,18 +1,18 @@
 """The jobs service assembled: one WorkerQueue over the trigger.dev catalog, with the handlers
-of runs, executions, notifications, events and endpoints, sharing one HTTP client."""
+of runs, executions, notifications, events and endpoints, sharing one `Outbound` (the HTTP
+client and network policy of every call to a user's URL)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx
-
 from kongflow.jobs.endpoints import EndpointService
 from kongflow.jobs.environments import EnvironmentService
 from kongflow.jobs.events import EventService
 from kongflow.jobs.execution import RunExecution
 from kongflow.jobs.notifications import RunNotifications
+from kongflow.jobs.outbound import KiB, MiB, NetworkPolicy, Outbound
 from kongflow.jobs.runs import RunService
 from kongflow.jobs.schema import ALL_COMPONENTS
 from kongflow.queue.client import Client
@@ -23,6 +23,7 @@ from kongflow.workerqueue.catalog import QUEUE_LIMITS, TRIGGER_CATALOG
 FAIL_STALLED_RUNS = "jobs.failStalledRuns"
 _EXECUTION_BACKOFF = ExponentialBackoff(base=2, max_exponent=8)
 _WEBHOOK_BACKOFF = ExponentialBackoff(base=2, max_exponent=10)
+_STRICT = NetworkPolicy.strict()
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,11 @@ class JobsOptions:
 
     trigger.dev re-enqueued an execution itself when an endpoint was down; here that is the
     queue's retry of `performRunExecution`: `execution_attempts` tries, `execution_retry`
-    apart (2, 4, 8, ... s, at most 256 s)."""
+    apart (2, 4, 8, ... s, at most 256 s).
+
+    `network` says which addresses may be called (strict by default: public ones only; see
+    NetworkPolicy). Answers are read up to `endpoint_answer_limit` bytes from endpoints and
+    `webhook_answer_limit` from subscribers; a longer one fails the call."""
 
     request_timeout: float = 300.0
     ping_timeout: float = 10.0
@@ -40,6 +45,19 @@ class JobsOptions:
     webhook_timeout: float = 10.0
     webhook_attempts: int = 13
     webhook_retry: RetryPolicy = _WEBHOOK_BACKOFF
+    network: NetworkPolicy = _STRICT
+    endpoint_answer_limit: int = 4 * MiB
+    webhook_answer_limit: int = 64 * KiB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.network, NetworkPolicy):
+            raise TypeError(f"network is a NetworkPolicy, not {self.network!r}")
+        for name in ("endpoint_answer_limit", "webhook_answer_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 byte")
+        for name in ("request_timeout", "ping_timeout", "webhook_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0 seconds")
 
 
 def jobs_catalog(options: JobsOptions) -> dict[str, TaskDefinition[Any]]:
@@ -76,15 +94,31 @@ class JobsService:
         self.options = options or JobsOptions()
         self.client = client or Client(database, schema=schema, components=ALL_COMPONENTS)
         self._owns_client = client is None
-        self.http = httpx.AsyncClient(timeout=self.options.ping_timeout)
+        options = self.options
+        self.outbound = Outbound(options.network, timeout=options.ping_timeout)
         worker_options.setdefault("queue_limits", QUEUE_LIMITS)
-        self.queue = WorkerQueue(jobs_catalog(self.options), client=self.client, **worker_options)
+        self.queue = WorkerQueue(jobs_catalog(options), client=self.client, **worker_options)
         self.environments = EnvironmentService(self.client)
-        self.runs = RunService(self.queue)
-        self.execution = RunExecution(self.runs, self.http, self.options.request_timeout)
-        self.notifications = RunNotifications(self.runs, self.http, self.options.webhook_timeout)
+        self.runs = RunService(self.queue, self.outbound)
+        self.execution = RunExecution(
+            self.runs,
+            self.outbound,
+            options.request_timeout,
+            answer_limit=options.endpoint_answer_limit,
+        )
+        self.notifications = RunNotifications(
+            self.runs,
+            self.outbound,
+            options.webhook_timeout,
+            answer_limit=options.webhook_answer_limit,
+        )
         self.events = EventService(self.runs)
-        self.endpoints = EndpointService(self.queue, self.http)
+        self.endpoints = EndpointService(
+            self.queue,
+            self.outbound,
+            answer_limit=options.endpoint_answer_limit,
+            timeout=options.ping_timeout,
+        )
         for part in (self.runs, self.execution, self.notifications, self.events, self.endpoints):
             self.queue.handlers.update(part.handlers())
         self.queue.recurring[FAIL_STALLED_RUNS] = RecurringTask(
@@ -104,7 +138,7 @@ class JobsService:
     async def close(self, timeout: float = 30.0) -> None:
         if self.queue.worker is not None:
             await self.queue.stop(timeout)
-        await self.http.aclose()
+        await self.outbound.aclose()
         if self._owns_client:
             await self.client.close()
 
