@@ -5,7 +5,6 @@ delivery times, the OpenAPI contract, and answers without delay on kept-alive co
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -157,7 +156,7 @@ async def test_json_nested_too_deeply_is_refused_before_anything_is_stored(api: 
     assert fits.status_code == 202, fits.text
     for depth in (MAX_JSON_DEPTH - 1, 300, 100_000):
         payload = "[" * depth + "1" + "]" * depth
-        body = '{"event": {"name": "deep", "payload": %s}}' % payload
+        body = '{"event": {"name": "deep", "payload": ' + payload + "}}"
         response = await api.http.post(
             "/api/v1/events", content=body, headers={"content-type": "application/json"}
         )

@@ -39,8 +39,9 @@ def mask_url(url: str) -> str:
     if at and ":" in userinfo:
         netloc = f"{userinfo.partition(':')[0]}:***@{host}"
     query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    masked = f"{parts.scheme}://{netloc}{parts.path}"
-    return masked + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    query = f"?{query}" if query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{query}{fragment}"
 
 
 def data_dir() -> Path:
