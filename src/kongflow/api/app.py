@@ -174,14 +174,14 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "no such resource in this environment",
         409: "conflicts with the resource's state",
         413: f"request body over {MAX_BODY_BYTES // 1024} KiB",
-        422: "the endpoint could not be used",
+        422: "understood but not possible: an endpoint that did not answer correctly, an io"
+        " task kongflow does not run",
         503: "the database is unavailable (see Retry-After)",
     }
     return {code: {"model": ErrorBody, "description": described[code]} for code in statuses}
 
 
-_AUTHED = (400, 401, 503)
-_WITH_BODY = (*_AUTHED, 413)
+_AUTHED = (400, 401, 413, 503)  # RequestGuard reads and checks every /api/ request's body
 
 
 _bearer = HTTPBearer(
@@ -252,7 +252,7 @@ def create_app(jobs: JobsService) -> FastAPI:
         "/api/v1/jobs/{job_slug}/test",
         status_code=202,
         tags=["jobs"],
-        responses=_errors(*_WITH_BODY, 404),
+        responses=_errors(*_AUTHED, 404),
     )
     async def test_job(
         job_slug: PathId, env: Env, body: TestJobBody | None = None
@@ -268,7 +268,8 @@ def create_app(jobs: JobsService) -> FastAPI:
         "/api/v1/jobs/{job_slug}/invoke",
         status_code=202,
         tags=["jobs"],
-        responses=_errors(*_WITH_BODY, 404, 409),
+        responses=_errors(*_AUTHED, 404, 409)
+        | {200: {"description": "a repeated idempotency key: the run it created"}},
     )
     async def invoke_job(
         job_slug: PathId,
@@ -312,7 +313,7 @@ def create_app(jobs: JobsService) -> FastAPI:
             ],
         }
 
-    @app.post("/api/v1/runs/{run_id}/cancel", tags=["runs"], responses=_errors(*_WITH_BODY, 404))
+    @app.post("/api/v1/runs/{run_id}/cancel", tags=["runs"], responses=_errors(*_AUTHED, 404))
     async def cancel_run(run_id: PathId, env: Env) -> dict[str, Any]:
         """CANCELED from any non-terminal status; a finished run is returned unchanged."""
         run = await jobs.runs.cancel_run(env, run_id)
@@ -321,7 +322,9 @@ def create_app(jobs: JobsService) -> FastAPI:
         return _run(run)
 
     @app.post(
-        "/api/v1/runs/{run_id}/tasks", tags=["runs"], responses=_errors(*_WITH_BODY, 404, 409)
+        "/api/v1/runs/{run_id}/tasks",
+        tags=["runs"],
+        responses=_errors(*_AUTHED, 404, 409, 422),
     )
     async def run_task(run_id: PathId, body: RunTaskBody, env: Env) -> dict[str, Any]:
         """What trigger.dev's v2 SDK calls for io tasks. kongflow runs jobs without io tasks,
@@ -345,7 +348,7 @@ def create_app(jobs: JobsService) -> FastAPI:
             "output": None,
         }
 
-    @app.post("/api/v1/events", status_code=202, tags=["events"], responses=_errors(*_WITH_BODY))
+    @app.post("/api/v1/events", status_code=202, tags=["events"], responses=_errors(*_AUTHED))
     async def send_event(body: SendEventBody, env: Env) -> dict[str, Any]:
         """Store an event and deliver it to the jobs it triggers, now or later."""
         event = await jobs.events.send_event(
@@ -375,7 +378,7 @@ def create_app(jobs: JobsService) -> FastAPI:
         "/api/v1/endpoints",
         status_code=201,
         tags=["endpoints"],
-        responses=_errors(*_WITH_BODY, 422),
+        responses=_errors(*_AUTHED, 422),
     )
     async def create_endpoint(body: CreateEndpointBody, env: Env) -> dict[str, Any]:
         """Register an endpoint (it must answer PING as `slug`) and queue its indexing."""
