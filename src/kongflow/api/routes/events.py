@@ -1,0 +1,42 @@
+"""Events sent: stored, and delivered to the jobs they trigger, now or later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from kongflow.api.deps import Env, Jobs
+from kongflow.api.errors import AUTHED, documented
+from kongflow.api.inputs import SendEventBody
+from kongflow.jobs.runs import NewEvent
+from kongflow.protocol import iso_time
+
+router = APIRouter(tags=["events"])
+
+
+@router.post("/api/v1/events", status_code=202, responses=documented(*AUTHED))
+async def send_event(body: SendEventBody, env: Env, jobs: Jobs) -> dict[str, Any]:
+    """Store an event and deliver it to the jobs it triggers, now or later."""
+    event = await jobs.events.send_event(
+        env,
+        NewEvent(
+            id=body.event.id,
+            name=body.event.name,
+            payload=body.event.payload,
+            context=body.event.context,
+            source=body.event.source,
+            timestamp=body.event.timestamp,
+            deliver_at=body.options.deliver_at,
+            deliver_after=body.options.deliver_after,
+        ),
+    )
+    return {
+        "id": event["event_id"],
+        "name": event["name"],
+        "payload": event["payload"],
+        "context": event["context"],
+        "timestamp": event["timestamp"].isoformat(),
+        "deliverAt": iso_time(event["deliver_at"]),
+        "deliveredAt": iso_time(event["delivered_at"]),
+    }

@@ -1,0 +1,70 @@
+"""Jobs tested and invoked: `POST /api/v1/jobs/{job}/test` and `.../invoke`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException
+from fastapi.responses import JSONResponse
+
+from kongflow.api.deps import Env, Jobs
+from kongflow.api.errors import AUTHED, documented
+from kongflow.api.inputs import MAX_ID_LENGTH, InvokeBody, PathId, TestJobBody
+from kongflow.jobs.runs import IdempotencyKeyReused, JobNotFoundError, QueuedRun
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+@router.post("/{job_slug}/test", status_code=202, responses=documented(*AUTHED, 404))
+async def submit_test(
+    job_slug: PathId, env: Env, jobs: Jobs, body: TestJobBody | None = None
+) -> dict[str, Any]:
+    """Test a job: a test event and a run, queued at once."""
+    try:
+        queued = await jobs.runs.test_job(env, job_slug, (body or TestJobBody()).payload)
+    except JobNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return queued_run(queued)
+
+
+@router.post(
+    "/{job_slug}/invoke",
+    status_code=202,
+    responses=documented(*AUTHED, 404, 409)
+    | {200: {"description": "a repeated idempotency key: the run it created"}},
+)
+async def invoke_job(
+    job_slug: PathId,
+    env: Env,
+    jobs: Jobs,
+    body: InvokeBody | None = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=MAX_ID_LENGTH)] = None,
+) -> JSONResponse:
+    """Invoke a job; a repeated `idempotency-key` returns the first run (200)."""
+    body = body or InvokeBody()
+    try:
+        queued, created = await jobs.runs.invoke(
+            env,
+            job_slug,
+            body.payload,
+            context=body.context,
+            idempotency_key=idempotency_key,
+            callback_url=body.options.callback_url,
+        )
+    except JobNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except IdempotencyKeyReused as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ValueError as exc:  # a callback URL the network policy refuses
+        raise HTTPException(400, str(exc)) from None
+    return JSONResponse(queued_run(queued), 202 if created else 200)
+
+
+def queued_run(queued: QueuedRun) -> dict[str, Any]:
+    return {
+        "id": queued.run_id,
+        "runId": queued.run_id,
+        "eventId": queued.event_id,
+        "status": queued.status,
+        "message": queued.message,
+    }
