@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +160,117 @@ def test_json_logs_are_one_object_per_line() -> None:
         "job 7 failed",
     )
     assert "ValueError: boom" in entry["exception"]
+
+
+def test_pausing_or_resuming_an_unknown_queue_is_an_error(
+    cli: Any, database_url: str, schema: str
+) -> None:
+    async def setup(client: Client) -> None:
+        await client.add_job("send", queue_name="mail")
+        await client.set_queue_limits({"runs:*": 1})
+
+    run(database_url, schema, setup)
+    for command in ("pause", "resume"):
+        out = cli("queues", command, "maill")
+        assert out.exit_code == 1, out.output
+        assert "no queue 'maill'" in out.output
+        assert "Traceback" not in out.output
+    assert cli("queues", "pause", "q\x00").exit_code == 1  # refused by name, not a crash
+    stats = run(database_url, schema, lambda c: c.queue_stats())
+    assert [s["queue_name"] for s in stats] == ["mail"]  # nothing was created
+    # Known queues: one with jobs, one a limit pattern matches (paused ahead of its first job).
+    for name in ("mail", "runs:42"):
+        assert cli("queues", "pause", name).exit_code == 0
+        assert cli("queues", "resume", name).exit_code == 0
+
+
+def test_cancel_and_retry_say_what_happened_to_each_job(
+    cli: Any, database_url: str, schema: str
+) -> None:
+    async def setup(client: Client) -> list[Job]:
+        waiting = await client.add_job("a")
+        running = await client.add_job("b")
+        done = await client.add_job("c")
+        failed = await client.add_job("d", max_attempts=1)
+        await mark_running(client, running.id)
+        await client.complete_jobs([done.id])
+        await client.permanently_fail_jobs([failed.id])
+        return [waiting, running, done, failed]
+
+    waiting, running, done, failed = run(database_url, schema, setup)
+    out = cli("jobs", "cancel", str(waiting.id), str(running.id), str(done.id), "999999")
+    assert out.exit_code == 1
+    assert f"job {waiting.id}: cancelled" in out.output
+    assert f"job {running.id}: running: cancel requested" in out.output
+    assert f"job {done.id}: not cancelled: already finished (completed)" in out.output
+    assert "job 999999: not cancelled: no such job" in out.output
+    again = cli("jobs", "cancel", str(waiting.id))
+    assert again.exit_code == 1
+    assert "already finished (cancelled)" in again.output
+    assert cli("jobs", "cancel", str(failed.id)).exit_code == 0  # failed for good: cancellable
+
+    more = run(database_url, schema, lambda c: c.add_job("e", max_attempts=1))
+    run(database_url, schema, lambda c: c.permanently_fail_jobs([more.id]))
+    out = cli("jobs", "retry", str(more.id), str(running.id), str(done.id), "999999")
+    assert out.exit_code == 1
+    assert f"job {more.id}: retried: ready to run" in out.output
+    assert f"job {running.id}: not retried: it is running" in out.output
+    assert f"job {done.id}: not retried: already finished (completed)" in out.output
+    assert "job 999999: not retried: no such job" in out.output
+
+
+def test_version() -> None:
+    out = CliRunner().invoke(app, ["--version"])
+    assert out.exit_code == 0
+    assert out.output.strip() == f"kongflow {importlib.metadata.version('kongflow')}"
+
+
+def test_queues_lists_tasks_no_live_worker_takes(cli: Any, database_url: str, schema: str) -> None:
+    async def setup(client: Client) -> None:
+        await client.add_job("ghost", queue_name="mail")
+        await client.add_job("ghost")
+
+    run(database_url, schema, setup)
+    out = cli("queues")
+    assert out.exit_code == 0, out.output
+    line = next(line for line in out.output.splitlines() if "ghost" in line)
+    assert "2" in line and "(no queue), mail" in line
+    assert "no live worker takes" in out.output
+
+
+def test_worker_metrics_bind_the_interface_asked_for(
+    database_url: str, schema: str, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": database_url, "KONGFLOW_SCHEMA": schema}
+    log = tmp_path / "worker.log"
+    with open(log, "w") as output:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "kongflow", "worker", "--tasks", "kongflow.bench:tasks"),
+                *("--metrics-port", str(port), "--metrics-host", "127.0.0.1"),
+            ],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    assert b"kongflow" in r.read()
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        listening = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        local = {line.split()[1] for line in listening if line.split()[3] == "0A"}  # LISTEN
+        assert f"0100007F:{port:04X}" in local  # 127.0.0.1, not every interface
+        assert f"00000000:{port:04X}" not in local
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -59,6 +59,18 @@ def test_parses_graphile_crontab_lines() -> None:
         ("* * * * * task [1, 2]\n", 1, "JSON object"),
         ("* * * * * task ?jobKeyMode=merge\n", 1, "jobKeyMode"),
         ("* * * * * a\n0 * * * * a\n", 2, "already used on line 1"),
+        ("# max\n* * * * * task ?max=-1\n", 2, "max (max attempts) must be from 1 to 32767"),
+        ("* * * * * task ?max=0\n", 1, "must be from 1"),
+        ("* * * * * task ?priority=99999999999\n", 1, "priority must be a 32-bit integer"),
+        ("\n* * * * * task ?id=a&id=b\n", 2, "given more than once: id"),
+        ("* * * * * task ?id=a&queue=q&queue=r\n", 1, "given more than once: queue"),
+        ("0 * * * * ok\n* * * * * ta\x00sk\n", 2, "NUL"),
+        ('* * * * * task {"a": "\\u0000"}\n', 1, "NUL"),
+        ("* * 31 2 * task\n", 1, "can never fire"),
+        ("\n\n0 0 30 2 * task\n", 3, "can never fire"),
+        ("0 0 31 4,6,9,11 * task\n", 1, "can never fire"),
+        # a form feed is not a line break: the line numbers are the editor's
+        ("# a \x0c comment\n* * 31 2 * task\n", 2, "can never fire"),
     ],
 )
 def test_bad_lines_are_rejected_with_their_number(text: str, line: int, message: str) -> None:
@@ -67,6 +79,16 @@ def test_bad_lines_are_rejected_with_their_number(text: str, line: int, message:
     assert info.value.line == line
     assert message in str(info.value)
     assert str(info.value).startswith(f"crontab line {line}:")
+
+
+@pytest.mark.parametrize(
+    "pattern", ["0 0 29 2 *", "0 0 31 2 1", "0 0 */30 2 *", "0 0 31 1-2 *", "0 0 L 2 *"]
+)
+def test_patterns_that_fire_rarely_are_accepted(pattern: str) -> None:
+    """Leap days, a weekday with an impossible date (cron fires when either day field
+    matches), a step that reaches day 1, a month range with a long month, the last day."""
+    (item,) = parse_crontab(f"{pattern} task\n")
+    assert item.pattern == pattern
 
 
 async def _cron_jobs(client: Client) -> list[Any]:

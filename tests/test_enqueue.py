@@ -312,3 +312,76 @@ async def test_a_payload_that_contains_itself_is_refused_by_name(client: Client)
     with pytest.raises(InvalidJobError, match=r"specs\[1\]\.payload"):
         await client.add_jobs_fast([JobSpec("t"), JobSpec("t", [looped])])
     assert await count_jobs(client) == 0
+
+
+# Text PostgreSQL cannot store (NUL, lone surrogates), and names beyond what it can index.
+UNSTORABLE: list[tuple[str, dict[str, Any]]] = [
+    ("identifier", {"identifier": "send\x00mail"}),
+    ("identifier", {"identifier": "t" * 513}),
+    ("identifier", {"identifier": "t\ud800"}),
+    ("payload", {"payload": {"to": "ada\x00@example.com"}}),
+    ("payload", {"payload": {"nested": [{"k\x00": 1}]}}),
+    ("payload", {"payload": ["\udfff"]}),
+    ("queue_name", {"queue_name": "mail\x00"}),
+    ("queue_name", {"queue_name": "q" * 513}),
+    ("job_key", {"job_key": "key\x00"}),
+    ("job_key", {"job_key": "k" * 513}),
+    ("flags", {"flags": ["ok", "fl\x00ag"]}),
+]
+ENQUEUE_CALLS = ["add_job", "add_jobs", "add_jobs_fast"]
+
+
+async def _enqueue(client: Client, call: str, spec: dict[str, Any], conn: Any = None) -> None:
+    options = dict(spec)
+    identifier = options.pop("identifier", "t")
+    if call == "add_job":
+        await client.add_job(identifier, conn=conn, **options)
+    elif call == "add_jobs":
+        await client.add_jobs([JobSpec("t"), JobSpec(identifier, **options)], conn=conn)
+    else:
+        await client.add_jobs_fast([JobSpec("t"), JobSpec(identifier, **options)], conn=conn)
+
+
+@pytest.mark.parametrize("call", ENQUEUE_CALLS)
+@pytest.mark.parametrize(("argument", "spec"), UNSTORABLE)
+async def test_unstorable_text_and_overlong_names_are_refused_before_sending(
+    client: Client,
+    aconn: psycopg.AsyncConnection[Any],
+    call: str,
+    argument: str,
+    spec: dict[str, Any],
+) -> None:
+    """The same error from every enqueue call, naming the argument (and the spec in a batch),
+    raised before anything is sent: nothing is written and the caller's transaction lives on."""
+    async with aconn.transaction():
+        await client.add_job("t", {"n": 1}, conn=aconn)
+        with pytest.raises(InvalidJobError) as info:
+            await _enqueue(client, call, spec, conn=aconn)
+        where = "" if call == "add_job" else "specs[1]."
+        assert info.value.argument == where + argument
+        await client.add_job("t", {"n": 2}, conn=aconn)
+    assert await count_jobs(client) == 2
+    with pytest.raises(InvalidJobError) as info:  # and on the client's own connections
+        await _enqueue(client, call, spec)
+    assert info.value.argument.endswith(argument)
+    assert await count_jobs(client) == 2
+
+
+@pytest.mark.parametrize("call", ENQUEUE_CALLS)
+async def test_text_that_only_looks_like_an_escape_is_stored(client: Client, call: str) -> None:
+    """An escaped backslash before `u0000`, and a surrogate pair (an emoji), are fine text."""
+    payload = {"path": "C:\\u0000\\x", "emoji": "\U0001f600", "k\\ud800": "\\udfff"}
+    longest = "q" * 512
+    await _enqueue(client, call, {"payload": payload, "queue_name": longest, "job_key": "k" * 512})
+    (job,) = [j for j in await client.list_jobs() if j.queue_name == longest]
+    assert job.payload == payload
+
+
+async def test_queue_control_refuses_unstorable_names(client: Client) -> None:
+    for name in ("q\x00", "q" * 513):
+        with pytest.raises(InvalidJobError, match="queue_name"):
+            await client.pause_queue(name)
+        with pytest.raises(InvalidJobError, match="queue_name"):
+            await client.resume_queue(name)
+    with pytest.raises(InvalidJobError, match="job_key"):
+        await client.remove_job("k\x00")

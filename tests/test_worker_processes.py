@@ -202,20 +202,7 @@ async def test_a_paused_worker_s_late_result_is_rejected(
     )
     os.kill(frozen.pid, signal.SIGSTOP)  # alive but silent: its lease runs out
     rescuer = workers.start("--concurrency", "1", "--lease", "1.5")
-    await wait_until(
-        lambda: bool(
-            sql(
-                database_url,
-                f'select 1 from "{client.schema}"._jobs where id = %s and locked_at is null',
-                (job.id,),
-            )
-        ),
-        30,
-        "the rescue",
-    )
-    await client.reschedule_jobs(
-        [job.id], run_at=__import__("datetime").datetime.now(__import__("datetime").UTC)
-    )
+    # Rescued, the job is ready at once: the rescuer takes it.
     await wait_until(lambda: finished(database_url, client.schema) == 1, 30, "the job to finish")
     os.kill(frozen.pid, signal.SIGCONT)
     await wait_until(lambda: "rejected" in workers.output(frozen), 30, "the late result")
@@ -272,3 +259,62 @@ async def test_database_restart_under_load(tmp_path: Path) -> None:
     finally:
         group.stop_all()
         embedded.stop(pgdata)
+
+
+async def test_a_killed_workers_jobs_run_again_promptly_ahead_of_the_backlog(
+    client: Client, workers: Workers, run_log: None, database_url: str
+) -> None:
+    """SIGKILL with a backlog queued: the orphans run again within the lease plus the rescue
+    interval (plus slack for a loaded machine), before the jobs that were waiting behind them,
+    not after the whole backlog."""
+    lease, rescue_interval = 2.0, 1.0  # the leader rescues every min(lease / 2, 5 s)
+    await client.add_jobs([JobSpec("record", {"sleep": 1.0}) for _ in range(120)])
+    victim = workers.start("--concurrency", "4", "--lease", str(lease))
+
+    def locked_by(pid: int) -> list[int]:
+        rows = sql(
+            database_url,
+            f'select id from "{client.schema}"._jobs where locked_by like %s',
+            (f"%:{pid}:%",),
+        )
+        return [r[0] for r in rows]
+
+    await wait_until(lambda: len(locked_by(victim.pid)) == 4, 30, "the victim to hold 4 jobs")
+    survivor = workers.start("--concurrency", "4", "--lease", str(lease))
+    await wait_until(lambda: len(locked_by(survivor.pid)) > 0, 30, "the survivor to work")
+    victim.kill()
+    victim.wait()
+    ((killed_at,),) = sql(database_url, "select clock_timestamp()")
+    # Read once it is dead (not before: it could finish one meanwhile), and before its lease
+    # can have run out.
+    orphans = locked_by(victim.pid)
+    assert orphans
+
+    def restarts() -> list[tuple[int, Any]]:
+        return sql(
+            database_url,
+            f'select job_id, started_at from "{client.schema}".run_log'
+            " where job_id = any(%s) and attempt = 2",
+            (orphans,),
+        )
+
+    # Under the old rescue this took the whole backlog: over 25 s here.
+    await wait_until(lambda: len(restarts()) == len(orphans), 120, "the orphans to run again")
+    latest = max(started for _, started in restarts())
+    assert (latest - killed_at).total_seconds() < lease + rescue_interval + 10
+    # Ahead of the backlog: once released, they went first (but for a claim already on its
+    # way then: two at most, each of at most a third of the survivor's slots).
+    ((released_at,),) = sql(
+        database_url,
+        f"""select max((e ->> 'at')::timestamptz) from "{client.schema}"._all_jobs a,
+              jsonb_array_elements(a.errors) e
+            where a.id = any(%s) and e ->> 'type' = 'WorkerLost'""",
+        (orphans,),
+    )
+    ((overtaken,),) = sql(
+        database_url,
+        f'select count(*) from "{client.schema}".run_log'
+        " where job_id > %s and attempt = 1 and started_at > %s and started_at < %s",
+        (max(orphans), released_at, latest),
+    )
+    assert overtaken <= 4

@@ -13,6 +13,7 @@ from rich.table import Table
 from kongflow.cli.common import DatabaseUrl, Schema, console, err, fail, with_client
 from kongflow.queue.client import Client
 from kongflow.queue.cron import parse_duration
+from kongflow.queue.errors import InvalidJobError
 from kongflow.queue.maintenance import MaintenanceOptions, cleanup_jobs
 from kongflow.queue.models import Job
 from kongflow.queue.sql import engine_sql
@@ -39,10 +40,15 @@ def _age(since: datetime | None) -> str:
 def queues(
     ctx: typer.Context, database_url: DatabaseUrl = None, schema: Schema = DEFAULT_SCHEMA
 ) -> None:
-    """Per queue: jobs by state, age of the oldest ready job, limit, paused."""
+    """Per queue: jobs by state, age of the oldest ready job, limit, paused; and the tasks
+    with ready jobs that no live worker takes."""
     if ctx.invoked_subcommand is not None:
         return
-    stats = with_client(database_url, schema, lambda c: c.queue_stats())
+
+    async def work(client: Client) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return await client.queue_stats(), await client.unhandled_tasks()
+
+    stats, unhandled = with_client(database_url, schema, work)
     table = Table(title=f"queues in {schema}")
     for column in ("queue", "available", "scheduled", "running", "failed", "oldest", "limit"):
         table.add_column(column, justify="left" if column == "queue" else "right")
@@ -56,20 +62,58 @@ def queues(
             "[yellow]paused[/yellow]" if row["paused"] else "",
         )
     console.print(table if stats else "no jobs and no queues")
+    if unhandled:
+        waiting = Table(
+            title="ready jobs that no live worker takes (no handler, or no worker on the queue)"
+        )
+        for column in ("task", "ready", "oldest", "queues"):
+            waiting.add_column(column, justify="right" if column in ("ready", "oldest") else "left")
+        for row in unhandled:
+            names = [name or "(no queue)" for name in row["queue_names"]]
+            more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+            waiting.add_row(
+                row["task_identifier"],
+                str(row["ready"]),
+                _age(row["oldest_run_at"]),
+                ", ".join(names[:3]) + more,
+            )
+        console.print(waiting)
+
+
+def _pause_or_resume(name: str, database_url: str | None, schema: str, *, pause: bool) -> None:
+    async def work(client: Client) -> bool:
+        # Checked and done in one transaction: the queue cannot be collected in between.
+        async with client.pool.connection() as conn, conn.transaction():
+            if not await client.queue_known(name, conn=conn):
+                return False
+            if pause:
+                await client.pause_queue(name, conn=conn)
+            else:
+                await client.resume_queue(name, conn=conn)
+            return True
+
+    try:
+        known = with_client(database_url, schema, work)
+    except InvalidJobError as exc:
+        raise fail(str(exc)) from exc
+    if not known:
+        raise fail(
+            f"no queue {name!r} in schema {schema!r}: it has no jobs, no limit matches it, and"
+            " it was never paused (check the name with `kongflow queues`)"
+        )
+    console.print(f"queue {name!r} {'paused' if pause else 'resumed'}")
 
 
 @queues_app.command("pause")
 def pause(name: str, database_url: DatabaseUrl = None, schema: Schema = DEFAULT_SCHEMA) -> None:
     """Hold a queue for every worker (running jobs finish)."""
-    with_client(database_url, schema, lambda c: c.pause_queue(name))
-    console.print(f"queue {name!r} paused")
+    _pause_or_resume(name, database_url, schema, pause=True)
 
 
 @queues_app.command("resume")
 def resume(name: str, database_url: DatabaseUrl = None, schema: Schema = DEFAULT_SCHEMA) -> None:
     """Let workers take jobs from a paused queue again."""
-    with_client(database_url, schema, lambda c: c.resume_queue(name))
-    console.print(f"queue {name!r} resumed")
+    _pause_or_resume(name, database_url, schema, pause=False)
 
 
 @jobs_app.command("list")
@@ -154,24 +198,70 @@ def _act(ids: list[int], verb: str, done: list[Any]) -> None:
         raise typer.Exit(1)
 
 
+FINISHED = ("completed", "cancelled")
+
+
+def _report(outcomes: list[tuple[int, str, bool]]) -> None:
+    """One line per job: what happened to it; exit code 1 if anything was not done."""
+    for job_id, what, done in outcomes:
+        (console if done else err).print(f"job {job_id}: {what}")
+    if not all(done for _, _, done in outcomes):
+        raise typer.Exit(1)
+
+
 @jobs_app.command("retry")
 def retry(ids: JobIds, database_url: DatabaseUrl = None, schema: Schema = DEFAULT_SCHEMA) -> None:
-    """Run jobs now; permanently failed ones get one more attempt."""
+    """Run jobs now; permanently failed ones get one more attempt. Running and finished jobs
+    are left alone."""
 
-    async def work(client: Client) -> list[Job]:
-        return [job for i in ids if (job := await client.retry_job(i)) is not None]
+    async def work(client: Client) -> list[tuple[int, str, bool]]:
+        outcomes = []
+        for job_id in ids:
+            if await client.retry_job(job_id) is not None:
+                outcomes.append((job_id, "retried: ready to run", True))
+                continue
+            job = await client.get_job(job_id)
+            if job is None:
+                outcomes.append((job_id, "not retried: no such job", False))
+            elif job.state == "running":
+                outcomes.append((job_id, "not retried: it is running", False))
+            else:
+                outcomes.append((job_id, f"not retried: already finished ({job.state})", False))
+        return outcomes
 
-    _act(ids, "ready to run", with_client(database_url, schema, work))
+    _report(with_client(database_url, schema, work))
 
 
 @jobs_app.command("cancel")
 def cancel(ids: JobIds, database_url: DatabaseUrl = None, schema: Schema = DEFAULT_SCHEMA) -> None:
-    """Cancel jobs (running ones are asked to stop)."""
+    """Cancel jobs: at once if they are not running; a running one is asked to stop (its
+    worker cancels it) and is not retried."""
 
-    async def work(client: Client) -> list[Job]:
-        return [job for i in ids if (job := await client.cancel_job(i)) is not None]
+    async def work(client: Client) -> list[tuple[int, str, bool]]:
+        outcomes = []
+        for job_id in ids:
+            before = await client.get_job(job_id)
+            if before is None:
+                outcomes.append((job_id, "not cancelled: no such job", False))
+            elif before.state in FINISHED:
+                outcomes.append(
+                    (job_id, f"not cancelled: already finished ({before.state})", False)
+                )
+            else:
+                job = await client.cancel_job(job_id)
+                if job is None:  # deleted meanwhile
+                    outcomes.append((job_id, "not cancelled: no such job", False))
+                elif job.state == "running":
+                    outcomes.append((job_id, "running: cancel requested", True))
+                elif job.state == "cancelled":
+                    outcomes.append((job_id, "cancelled", True))
+                else:  # it finished meanwhile
+                    outcomes.append(
+                        (job_id, f"not cancelled: already finished ({job.state})", False)
+                    )
+        return outcomes
 
-    _act(ids, "cancelled", with_client(database_url, schema, work))
+    _report(with_client(database_url, schema, work))
 
 
 @jobs_app.command("remove")

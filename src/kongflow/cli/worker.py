@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,19 +68,32 @@ def _duration(value: str, option: str) -> Any:
         raise fail(f"{option}: {exc}") from exc
 
 
+# What every log record has; anything else was passed as `extra` (job_id, task, queue, ...).
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and the exception if any."""
+    """One JSON object per line: time (ISO-8601, UTC), level, logger, message, the record's own
+    fields (a job's job_id, task, queue, attempt, max_attempts, error), and the exception if
+    any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name, value in vars(record).items():
+            if name not in _RECORD_ATTRIBUTES and name not in entry:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 def configure_logging(level: str, log_format: str) -> None:
@@ -126,6 +140,9 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port.")
     ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="The interface the metrics server binds (e.g. 127.0.0.1).")
+    ] = "0.0.0.0",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     log_format: Annotated[str, typer.Option(help="text or json (one object per line).")] = "text",
     database_url: DatabaseUrl = None,
@@ -169,7 +186,10 @@ def worker(
     except (TypeError, ValueError) as exc:
         raise fail(str(exc)) from exc
     if metrics is not None and metrics_port is not None:
-        metrics.serve(metrics_port)
+        try:
+            metrics.serve(metrics_port, addr=metrics_host)
+        except OSError as exc:
+            raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
     run_db(url, _run_worker(the_worker, shutdown_timeout))
 
 

@@ -24,14 +24,18 @@ from kongflow.queue.bulk import copy_jobs
 from kongflow.queue.errors import InvalidJobError
 from kongflow.queue.migrate import ENGINE_COMPONENT, migrate
 from kongflow.queue.models import (
+    MAX_KEY_LENGTH,
+    MAX_NAME_LENGTH,
     Job,
     JobKeyMode,
     JobSpec,
     check_int,
     check_job_key_mode,
     check_optional_text,
+    check_payload_text,
     check_run_at,
     encode_payload,
+    may_hold_bad_text,
 )
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tracing import enqueue_span
@@ -204,7 +208,7 @@ class Client:
     async def remove_job(self, job_key: str, *, conn: AnyConnection | None = None) -> Job | None:
         """Delete the job with this key if it is not running; a running one loses its key and
         will not be retried. Returns the job, or None when no job has the key."""
-        check_optional_text(job_key, "job_key", "", 512)
+        check_optional_text(job_key, "job_key", "", MAX_KEY_LENGTH)
         return _first(await self._fetch(self._sql.remove_job, (job_key,), conn))
 
     async def complete_jobs(
@@ -300,12 +304,24 @@ class Client:
 
     async def pause_queue(self, queue_name: str, *, conn: AnyConnection | None = None) -> None:
         """No worker takes jobs from this queue until it is resumed (running ones finish)."""
-        check_optional_text(queue_name, "queue_name", "", 1 << 16)
+        check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)
         await self._rows(self._sql.pause_queue, (queue_name,), conn)
 
     async def resume_queue(self, queue_name: str, *, conn: AnyConnection | None = None) -> None:
-        check_optional_text(queue_name, "queue_name", "", 1 << 16)
+        check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)
         await self._rows(self._sql.resume_queue, (queue_name,), conn)
+
+    async def queue_known(self, queue_name: str, *, conn: AnyConnection | None = None) -> bool:
+        """Whether the queue has jobs or a row (it had jobs recently, or was paused), or a limit
+        policy matches its name."""
+        check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)
+        ((known,),) = await self._rows(self._sql.queue_known, {"name": queue_name}, conn)
+        return bool(known)
+
+    async def unhandled_tasks(self, *, conn: AnyConnection | None = None) -> list[dict[str, Any]]:
+        """Tasks with ready jobs that no live worker takes (no handler for the task, or none
+        serving the queue): task_identifier, ready, oldest_run_at, queue_names."""
+        return await self._rows(self._sql.unhandled_tasks, None, conn, dict_row)
 
     async def _fetch(self, query: str, params: Any, conn: AnyConnection | None) -> list[Job]:
         return await self._rows(query, params, conn, Job.row_factory)
@@ -357,11 +373,15 @@ def _bulk_document(specs: Iterable[JobSpec]) -> str | None:
     if not rows:
         return None
     try:
-        return json.dumps(rows, separators=(",", ":"), allow_nan=False)
+        document = json.dumps(rows, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         for index, spec in enumerate(specs):  # name the culprit
             encode_payload(spec.payload, f"specs[{index}].")
         raise
+    if may_hold_bad_text(document):  # the other fields were checked as they are
+        for index, spec in enumerate(specs):
+            check_payload_text(spec.payload, f"specs[{index}].")
+    return document
 
 
 def _first(jobs: list[Job]) -> Job | None:

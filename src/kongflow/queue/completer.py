@@ -20,7 +20,8 @@ log = logging.getLogger("kongflow.worker")
 MAX_BATCH = 1000
 # A completed job with no result, the common outcome: recognised by identity, never mutated.
 COMPLETED: Final[dict[str, Any]] = {"outcome": "completed"}
-_Pending = tuple[str, int, str, str]  # worker id, job id, locked_at, the outcome as JSON
+# Worker id, job id, locked_at, the outcome as JSON, and whether it is a completion with a result.
+_Pending = tuple[str, int, str, str, bool]
 
 
 def encode_outcome(job_id: int, locked_at: str, outcome: dict[str, Any]) -> str:
@@ -55,11 +56,17 @@ class Completer:
     def backlog(self) -> int:
         return len(self._pending)
 
+    @property
+    def held(self) -> set[int]:
+        """Jobs with an outcome not written yet (being written included): still locked."""
+        return {pending[1] for pending in self._pending}
+
     def submit(self, worker_id: str, job_id: int, locked_at: str, outcome: dict[str, Any]) -> None:
         """Queue an outcome of a job claimed under (`worker_id`, `locked_at`), the fencing
         token. It is encoded now: the batch is then a join of texts."""
         text = encode_outcome(job_id, locked_at, outcome)
-        self._pending.append((worker_id, job_id, locked_at, text))
+        with_result = outcome is not COMPLETED and "result" in outcome
+        self._pending.append((worker_id, job_id, locked_at, text, with_result))
         self._idle.clear()
         self._has_work.set()
 
@@ -92,18 +99,36 @@ class Completer:
 
     async def _write_singly(self, batch: list[_Pending]) -> None:
         for pending in batch:
-            worker_id, job_id, locked_at, _ = pending
+            worker_id, job_id, locked_at, _, with_result = pending
             try:
                 await self._write([pending])
             except psycopg.Error as exc:
-                log.error("result of job %s could not be stored: %s", job_id, exc)
-                error = {"type": "UnstorableResult", "message": f"result not stored: {exc}"}
-                fallback = {"outcome": "failed_permanently", "error": error}
+                reason = _reason(exc)
+                if with_result:
+                    # The handler succeeded: the job completes, as one whose result the worker
+                    # found unstorable does, only without its result.
+                    log.warning(
+                        "job %s completed, but the database refused its result (%s): kept"
+                        " without a result",
+                        job_id,
+                        reason,
+                        extra={"job_id": job_id, "error": reason},
+                    )
+                    fallback = COMPLETED
+                else:
+                    log.error(
+                        "the outcome of job %s could not be stored: %s",
+                        job_id,
+                        reason,
+                        extra={"job_id": job_id, "error": reason},
+                    )
+                    error = {"type": "UnstorableOutcome", "message": f"outcome not stored: {exc}"}
+                    fallback = {"outcome": "failed_permanently", "error": error}
                 try:
                     text = encode_outcome(job_id, locked_at, fallback)
-                    await self._write([(worker_id, job_id, locked_at, text)])
+                    await self._write([(worker_id, job_id, locked_at, text, False)])
                 except psycopg.Error:
-                    log.exception("job %s left to the lease rescue", job_id)
+                    log.exception("job %s left to the heartbeat's or the lease's rescue", job_id)
 
     async def _write(self, batch: list[_Pending]) -> None:
         by_worker: dict[str, list[_Pending]] = defaultdict(list)
@@ -115,7 +140,7 @@ class Completer:
                 cur = await conn.execute(self._sql, (worker_id, document, self._keep_completed))
                 row = await cur.fetchone()
                 accepted = set(row[0]) if row else set()
-                for _, job_id, _, _ in outcomes:
+                for _, job_id, _, _, _ in outcomes:
                     if job_id not in accepted:
                         self.rejected += 1
                         log.warning(
@@ -124,3 +149,11 @@ class Completer:
                             job_id,
                             worker_id,
                         )
+
+
+def _reason(error: psycopg.Error) -> str:
+    """The database's message on one line: what, and the detail that says why."""
+    primary, detail = error.diag.message_primary, error.diag.message_detail
+    if primary is None:
+        return " ".join(str(error).split())
+    return f"{primary}: {detail}" if detail else primary

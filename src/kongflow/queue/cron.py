@@ -19,11 +19,18 @@ from croniter import croniter
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow.queue.errors import KongflowError
-from kongflow.queue.models import JOB_KEY_MODES
+from kongflow.queue.models import (
+    JOB_KEY_MODES,
+    MAX_ATTEMPTS_LIMIT,
+    check_payload_text,
+    text_problem,
+)
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _OPTIONS = {"id", "fill", "max", "queue", "jobKey", "jobKeyMode", "priority"}
+_INT32 = 2**31
+_DAYS_IN_MONTH = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30}
 
 
 class CrontabError(KongflowError, ValueError):
@@ -50,12 +57,30 @@ class CronItem:
     priority: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("pattern", "task", "identifier", "queue_name", "job_key"):
+            value = getattr(self, name)
+            problem = None if value is None else text_problem(value)
+            if problem is not None:
+                raise ValueError(f"{name} {problem}")
+        check_payload_text(self.payload)
         if not croniter.is_valid(self.pattern) or len(self.pattern.split()) != 5:
             raise ValueError(f"invalid cron pattern {self.pattern!r} (five fields, UTC)")
+        if _never_fires(self.pattern):
+            raise ValueError(
+                f"cron pattern {self.pattern!r} can never fire: no month it allows has a day"
+                " of the month it allows"
+            )
         if not self.identifier:
             object.__setattr__(self, "identifier", self.task)
         if self.job_key_mode is not None and self.job_key_mode not in JOB_KEY_MODES:
             raise ValueError(f"jobKeyMode must be one of {', '.join(JOB_KEY_MODES)}")
+        if self.max_attempts is not None and not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
+            limit = MAX_ATTEMPTS_LIMIT
+            raise ValueError(
+                f"max (max attempts) must be from 1 to {limit}, got {self.max_attempts}"
+            )
+        if self.priority is not None and not -_INT32 <= self.priority < _INT32:
+            raise ValueError(f"priority must be a 32-bit integer, got {self.priority}")
 
     def matches(self, minute: datetime) -> bool:
         return bool(croniter.match(self.pattern, minute))
@@ -75,6 +100,18 @@ class CronItem:
         }
 
 
+def _never_fires(pattern: str) -> bool:
+    """Whether the day-of-month and month fields exclude each other (`0 0 30 2 *`). A restricted
+    day of the week fires on its own (cron's rule: either day field matches), and so does
+    `L` (the last day of the month)."""
+    fields, _ = croniter.expand(pattern)
+    days, months, weekdays = fields[2], fields[3], fields[4]
+    if days == ["*"] or weekdays != ["*"] or not all(isinstance(d, int) for d in days):
+        return False
+    allowed = range(1, 13) if months == ["*"] else months
+    return all(min(days) > _DAYS_IN_MONTH.get(int(month), 31) for month in allowed)
+
+
 def parse_duration(text: str) -> timedelta:
     """`4w3d2h1m30s` -> timedelta."""
     if not text or _DURATION.sub("", text):
@@ -86,10 +123,14 @@ def parse_crontab(text: str) -> list[CronItem]:
     """Parse crontab text; raises CrontabError naming the line and what is wrong."""
     items: list[CronItem] = []
     seen: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines as editors count them: split at line feeds only (splitlines() also splits at form
+    # feeds, separators and others, which would shift every later line number).
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
+        if "\x00" in line:
+            raise CrontabError(number, "contains a NUL character")
         try:
             item = _parse_line(line)
         except ValueError as exc:
@@ -114,8 +155,12 @@ def _parse_line(line: str) -> CronItem:
     options: dict[str, str] = {}
     if rest.startswith("?"):
         query, _, rest = rest[1:].partition(" ")
-        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+        options = dict(pairs)
         rest = rest.strip()
+        repeated = sorted({name for name, _ in pairs if sum(n == name for n, _ in pairs) > 1})
+        if repeated:
+            raise ValueError(f"option(s) given more than once: {', '.join(repeated)}")
         unknown = set(options) - _OPTIONS
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -60,13 +61,26 @@ async def cleanup_jobs(
 class MaintenanceOptions:
     """Retention of completed and cancelled jobs (0 = not kept at all) and of permanently failed
     ones; how often cleanup runs and how many rows one pass deletes (ZodWorker's cleanup ttl,
-    maxCount and schedule); how often queues are reported."""
+    maxCount and schedule); how often queues are reported; how often the leader looks for lost
+    workers (default: every 5 s, or half the lease if shorter). A lost worker's jobs run again
+    within its lease plus the rescue interval plus the time a slot takes to free up."""
 
     completed_retention: timedelta = timedelta(hours=1)
     failed_retention: timedelta = timedelta(days=7)
     cleanup_interval: float = 60.0
     cleanup_batch: int = 1000
     report_interval: float = 15.0
+    rescue_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rescue_interval is not None and self.rescue_interval <= 0:
+            raise ValueError(f"rescue_interval must be positive, got {self.rescue_interval}")
+
+    def rescue_every(self, lease: float) -> float:
+        """Seconds between two rescue passes of a leader holding this lease."""
+        if self.rescue_interval is not None:
+            return self.rescue_interval
+        return min(lease / 2, 5.0)
 
 
 class Maintenance:
@@ -95,21 +109,28 @@ class Maintenance:
         self.is_leader = False
         self._last: dict[str, float] = {}
 
+    @property
+    def step(self) -> float:
+        """Seconds between turns: the leadership lease is renewed at least three times per
+        lease, and the rescue interval is a whole number of turns (a chore due between two
+        turns would otherwise wait for the next one, up to a turn late every time)."""
+        rescue = self.options.rescue_every(self._lease)
+        return rescue / math.ceil(rescue / min(self._lease / 3, 5.0))
+
     async def run(self) -> None:
         """Runs until cancelled; errors are reported and retried on the next turn."""
-        step = min(self._lease / 3, 5.0)
         while True:
             try:
                 await self.run_once()
             except Exception as exc:
                 self._hooks.emit("error", exc, "maintenance (retrying)")
                 log.warning("maintenance: %s", exc)
-            await asyncio.sleep(step)
+            await asyncio.sleep(self.step)
 
     async def run_once(self) -> None:
         self.is_leader = self._lead and await self._acquire()
         if self.is_leader:
-            if self._due("rescue", self._lease / 2):
+            if self._due("rescue", self.options.rescue_every(self._lease)):
                 await self.rescue()
             if self._due("cleanup", self.options.cleanup_interval):
                 await self.cleanup()
@@ -127,7 +148,9 @@ class Maintenance:
 
     def _due(self, chore: str, interval: float) -> bool:
         now = time.monotonic()
-        if now - self._last.get(chore, float("-inf")) < interval:
+        # Half a turn early counts as on time: turns come a little later than their step
+        # each time, never earlier, so a chore is neither skipped a turn nor run twice in one.
+        if now - self._last.get(chore, float("-inf")) < interval - self.step / 2:
             return False
         self._last[chore] = now
         return True
@@ -139,11 +162,34 @@ class Maintenance:
             ids = list(row[0]) if row and row[0] else []
             if ids:
                 cur = await conn.execute(
-                    f"select task_identifier, queue_name from ({self._sql.get_job_any}) j",
+                    "select id, task_identifier, queue_name, attempts, max_attempts, last_error,"
+                    f" state from ({self._sql.get_job_any}) j order by id",
                     (ids,),
                 )
-                rescued = [(r[0], r[1]) for r in await cur.fetchall()]
+                rows = await cur.fetchall()
+                rescued = [(r[1], r[2]) for r in rows]
                 log.warning("released %d job(s) of lost workers: %s", len(ids), ids)
+                for job_id, task, queue, attempts, max_attempts, error, state in rows:
+                    if state == "cancelled":  # it had been asked to stop: that is what it did
+                        continue
+                    # A lost attempt is a failed attempt: logged as the worker logs those.
+                    log.warning(
+                        "job %s (task %s, queue %s) attempt %d/%d failed: %s",
+                        job_id,
+                        task,
+                        queue or "-",
+                        attempts,
+                        max_attempts,
+                        error,
+                        extra={
+                            "job_id": job_id,
+                            "task": task,
+                            "queue": queue,
+                            "attempt": attempts,
+                            "max_attempts": max_attempts,
+                            "error": error,
+                        },
+                    )
                 self._hooks.emit("jobs_rescued", ids)
                 if self._on_rescued:
                     self._on_rescued(rescued)

@@ -14,7 +14,10 @@ from kongflow.queue.errors import InvalidJobError
 JobKeyMode = Literal["replace", "preserve_run_at", "unsafe_dedupe"]
 JobState = Literal["available", "scheduled", "running", "failed", "completed", "cancelled"]
 JOB_KEY_MODES: tuple[str, ...] = ("replace", "preserve_run_at", "unsafe_dedupe")
-MAX_KEY_LENGTH = 512
+# Task identifiers, queue names and job keys, in characters: at most 2 KB of UTF-8, within the
+# ~2.7 KB a btree index entry may take (queue names and job keys are unique-indexed).
+MAX_NAME_LENGTH = 512
+MAX_KEY_LENGTH = MAX_NAME_LENGTH
 MAX_ATTEMPTS_LIMIT = 32767
 _INT32 = 2**31
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once, not per job
@@ -117,7 +120,7 @@ class JobSpec:
             "payload": encode_payload(self.payload, where) if encode else self.payload,
             "queue_name": None
             if queue_name is None
-            else check_optional_text(queue_name, "queue_name", where, 1 << 16),
+            else check_optional_text(queue_name, "queue_name", where, MAX_NAME_LENGTH),
             "run_at": None if run_at is None else check_run_at(run_at, where),
             "max_attempts": None
             if max_attempts is None
@@ -149,10 +152,57 @@ def _fail(where: str, argument: str, message: str) -> InvalidJobError:
     return InvalidJobError(f"{where}{argument}", message)
 
 
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL cannot store this text, or None if it can."""
+    if "\x00" in value:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate, which is not valid Unicode text"
+    return None
+
+
+def _bad_text_in(value: object) -> str | None:
+    """The first problem of a string (or key) anywhere in a JSON-like value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem is not None:
+                return f"a string in it {problem}"
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                stack.append(key)
+                stack.append(member)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
+def may_hold_bad_text(json_text: str) -> bool:
+    """Whether ASCII JSON text may encode a NUL or a lone surrogate (both appear as escapes;
+    so do escaped backslashes and surrogate pairs, hence "may")."""
+    return "\\u0000" in json_text or "\\ud" in json_text
+
+
 def check_identifier(value: object, where: str = "") -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(where, "identifier", f"must be a non-empty string, got {value!r}")
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH:
+        raise _fail(
+            where,
+            "identifier",
+            f"must be a string of 1 to {MAX_NAME_LENGTH} characters, got {value!r:.80}",
+        )
+    problem = text_problem(value)
+    if problem is not None:
+        raise _fail(where, "identifier", problem)
     return value
+
+
+def _encode(value: object) -> str:
+    return "".join(_C_ENCODE(value, 0)) if _C_ENCODE else _ENCODER.encode(value)
 
 
 def encode_payload(value: object, where: str = "") -> str | None:
@@ -160,12 +210,34 @@ def encode_payload(value: object, where: str = "") -> str | None:
     if value is None:
         return None
     try:
-        return "".join(_C_ENCODE(value, 0)) if _C_ENCODE else _ENCODER.encode(value)
+        text = _encode(value)
     except (TypeError, ValueError) as exc:
         raise _fail(where, "payload", f"must be JSON-serialisable: {exc}") from None
     except RecursionError:
         message = "must be JSON-serialisable: it refers to itself, or nests too deep"
         raise _fail(where, "payload", message) from None
+    if may_hold_bad_text(text):
+        check_payload_text(value, where)
+    return text
+
+
+def check_payload_text(value: object, where: str = "") -> None:
+    """Refuses a payload with a NUL or a lone surrogate in a string or key: the json column
+    would take it, but PostgreSQL could not use it as text or jsonb (merging, filtering)."""
+    problem = _bad_text_in(value)
+    if problem is not None:
+        raise _fail(where, "payload", problem)
+
+
+def unstorable_reason(value: object) -> str | None:
+    """Why a handler's result cannot be stored as JSON, or None if it can."""
+    try:
+        text = _encode(value)
+    except (TypeError, ValueError) as exc:
+        return f"not JSON-serialisable: {exc}"
+    except RecursionError:
+        return "not JSON-serialisable: it refers to itself, or nests too deep"
+    return _bad_text_in(value) if may_hold_bad_text(text) else None
 
 
 def check_optional_text(value: object, argument: str, where: str, max_length: int) -> str | None:
@@ -175,6 +247,9 @@ def check_optional_text(value: object, argument: str, where: str, max_length: in
         raise _fail(
             where, argument, f"must be a string of 1 to {max_length} characters, got {value!r:.80}"
         )
+    problem = text_problem(value)
+    if problem is not None:
+        raise _fail(where, argument, problem)
     return value
 
 
@@ -201,7 +276,11 @@ def check_flags(value: object, where: str = "") -> list[str] | None:
         raise _fail(where, "flags", f"must be a list of strings, got {value!r}")
     flags = list(value)
     if not all(isinstance(f, str) and f for f in flags):
-        raise _fail(where, "flags", f"must be a list of non-empty strings, got {flags!r}")
+        raise _fail(where, "flags", f"must be a list of non-empty strings, got {flags!r:.200}")
+    for flag in flags:
+        problem = text_problem(flag)
+        if problem is not None:
+            raise _fail(where, "flags", f"{flag!r:.80} {problem}")
     return flags
 
 

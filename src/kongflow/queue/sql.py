@@ -33,8 +33,10 @@ class EngineSQL:
     deregister_worker: str
     claim_jobs: str
     settle_jobs: str
-    cancel_requests: str
     has_ready_jobs: str
+    unknown_tasks: str
+    unhandled_tasks: str
+    queue_known: str
     rescue_stale_jobs: str
     force_unlock_workers: str
     set_queue_limits: str
@@ -95,24 +97,49 @@ def engine_sql(schema: str) -> EngineSQL:
         get_job=f"select * from {s}._all_jobs where id = %s",
         get_job_any=f"select * from {s}._all_jobs where id = any(%s::bigint[])",
         cancel_job=f"select * from {s}.cancel_job(%s) where id is not null",
+        # A worker registers again under the same id when its row is gone (see Worker): the row
+        # may be back already if two of its parts noticed at once.
         register_worker=(
-            f"insert into {s}._workers (id, hostname, pid, tasks, concurrency, lease)"
-            " values (%s, %s, %s, %s, %s, %s)"
+            f"insert into {s}._workers (id, hostname, pid, tasks, concurrency, lease, queues)"
+            " values (%s, %s, %s, %s, %s, %s, %s) on conflict (id) do nothing"
         ),
-        heartbeat=f"update {s}._workers set heartbeat_at = now() where id = %s",
+        heartbeat=f"select * from {s}._heartbeat(%s, %s::bigint[], %s::interval)",
         deregister_worker=f"delete from {s}._workers where id = %s",
         claim_jobs=f"select * from {s}._claim_jobs(%s, %s, %s, %s, %s)",
         settle_jobs=f"select {s}._settle_jobs(%s, %s::jsonb, %s)",
-        cancel_requests=(
-            f"select id from {s}._jobs where locked_at is not null and locked_by = %s"
-            " and cancel_requested_at is not null"
-        ),
         has_ready_jobs=(
             f"select exists (select 1 from {s}._jobs j"
             f" left join {s}._job_queues q on q.id = j.queue_id"
             " where j.is_available and j.run_at <= now() and (q.id is null or not q.paused)"
             f" and {s}._claimable(j, %(tasks)s, %(forbidden)s)"
             " and (%(queues)s::text[] is null or q.queue_name like any(%(queues)s::text[])))"
+        ),
+        # Task identifiers of ready jobs a worker has no handler for, among the next jobs in claim
+        # order (the first 1000 with no queue, the first 100 of each queue it serves): a look
+        # along the ready indexes, cheap enough to repeat, where a job nobody takes ends up.
+        unknown_tasks=(
+            "select distinct t.task_identifier from ("
+            f" (select j.task_identifier from {s}._jobs j"
+            "   where %(queues)s::text[] is null and j.queue_id is null and j.is_available"
+            "     and j.run_at <= now()"
+            "   order by j.priority, j.run_at, j.id limit 1000)"
+            " union all"
+            f" (select top.task_identifier from {s}._job_queues q"
+            "   cross join lateral ("
+            f"    select j.task_identifier from {s}._jobs j"
+            "     where j.queue_id = q.id and j.is_available and j.run_at <= now()"
+            "     order by j.priority, j.run_at, j.id limit 100) top"
+            "   where %(queues)s::text[] is null or q.queue_name like any(%(queues)s::text[]))"
+            ") t where t.task_identifier <> all(%(tasks)s::text[]) order by 1"
+        ),
+        unhandled_tasks=f"select * from {s}.unhandled_tasks()",
+        # A queue is known if it has a row (it has or recently had jobs, or was paused) or a
+        # limit policy matches its name, exactly or by pattern.
+        queue_known=(
+            f"select exists (select 1 from {s}._job_queues where queue_name = %(name)s)"
+            f" or exists (select 1 from {s}._queue_policies p where p.pattern = %(name)s"
+            "  or (strpos(p.pattern, '*') > 0 and %(name)s like replace(replace(replace(replace("
+            "      p.pattern, '\\', '\\\\'), '%%', '\\%%'), '_', '\\_'), '*', '%%')))"
         ),
         rescue_stale_jobs=f"select {s}.rescue_stale_jobs()",
         force_unlock_workers=f"select {s}.force_unlock_workers(%s::text[])",

@@ -37,7 +37,7 @@ from kongflow.queue.hooks import HookSet, WorkerHooks
 from kongflow.queue.listener import listen
 from kongflow.queue.maintenance import LEASE_NAME, Maintenance, MaintenanceOptions, QueueReporter
 from kongflow.queue.migrate import channels, migrate
-from kongflow.queue.models import decode_payload
+from kongflow.queue.models import decode_payload, unstorable_reason
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tasks import Handler, RunningJob, Task, as_tasks
 from kongflow.queue.tracing import job_span, record_failure, tracing_enabled
@@ -82,12 +82,17 @@ class Worker:
     - `forbidden_flags`: skip jobs with any of these flags; a list, or a function (sync or async)
       asked before each claim.
     - `poll_only`: no LISTEN (for transaction-mode poolers): look for work every `poll_interval`.
-    - `lease`: a worker silent for longer is presumed dead and its jobs are released.
+    - `lease`: a worker silent for longer is presumed dead and its jobs are released (ready at
+      once, the lost attempt counted); a job locked for longer under this worker that it does
+      not hold (a claim whose reply was lost) is released by its own heartbeat.
     - `crontab`: recurring jobs (graphile-worker's crontab text, or CronItems).
     - `maintenance`: retention and cleanup settings for when this worker is the elected leader
       (None: never lead). `queue_reporters` receive per-queue figures periodically.
     - `metrics`: Prometheus metrics fed by this worker.
     """
+
+    # Seconds between two looks for ready jobs of tasks this worker has no handler for.
+    _unknown_tasks_interval = 60.0
 
     def __init__(
         self,
@@ -152,6 +157,9 @@ class Worker:
         self.id = self._new_id()
 
         self._running: dict[int, tuple[RunningJob, asyncio.Task[None]]] = {}
+        # Jobs whose claim has come back but which have not started yet: held all the same.
+        self._landed: set[int] = set()
+        self._unknown_tasks: set[str] = set()  # warned about once each
         self._cancel_reasons: dict[int, str] = {}
         self._early_cancels: set[int] = set()
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="kongflow-job")
@@ -167,7 +175,6 @@ class Worker:
         # Without LISTEN no NOTIFY comes; a flags function may allow a job once another ends.
         self._look_after_each_result = poll_only or callable(forbidden_flags)
         self._claim_delay = 0.1  # back-off after a failed claim
-        self._reregistering = asyncio.Lock()
         self._stopping = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -234,6 +241,7 @@ class Worker:
         self._spawn(self._completer.run(), "completer")
         self._spawn(self._produce(), "producer")
         self._spawn(self._heartbeat(), "heartbeat")
+        self._spawn(self._watch_for_unknown_tasks(), "unknown-tasks")
         self.maintenance = Maintenance(
             self._pool,
             self._sql,
@@ -292,9 +300,7 @@ class Worker:
             if late:
                 await asyncio.wait(late, timeout=5)
         flushed = await self._flush(timeout=max(timeout, 5))
-        for service in self._services:
-            service.cancel()
-        await asyncio.gather(*self._services, return_exceptions=True)
+        await _cancel_all(self._services)
         if flushed:
             try:
                 await self._execute(self._sql.release_lease, (LEASE_NAME, self.id))
@@ -389,7 +395,7 @@ class Worker:
         held meanwhile), so the database works on it while they run. The producer looks again
         if the claim failed, or if anything woke it meanwhile (a NOTIFY that arrived while this
         claim was in flight may be for a job it did not see)."""
-        worker_id, wakes = self.id, self._wakes
+        wakes = self._wakes
         jobs: list[RunningJob] = []
         failed = True
         try:
@@ -397,7 +403,7 @@ class Worker:
             failed = False
             self._claim_delay = 0.1
         except WorkerLost:
-            await self._register_again(worker_id)
+            await self._register_again()
         except Exception as exc:  # the database, or a forbidden_flags callable
             self._report_error(exc, "claiming jobs (retrying)")
             await asyncio.sleep(self._claim_delay)  # holding the slots: no claim meanwhile
@@ -412,7 +418,7 @@ class Worker:
             # One claim is one statement: its jobs share locked_by and locked_at (now()).
             first = jobs[0]
             assert first.locked_at is not None
-            fence = (first.locked_by or worker_id, first.locked_at.isoformat())
+            fence = (first.locked_by or self.id, first.locked_at.isoformat())
             for job in jobs:
                 self._start_job(job, fence)
         if failed or self._backlog or self._wakes != wakes:
@@ -421,6 +427,7 @@ class Worker:
     async def _claim(self, limit: int) -> list[RunningJob]:
         assert self._pool is not None
         params = (self.id, limit, self._task_names, self._queues, await self._forbidden())
+        landed: list[int] = []
         try:
             async with (
                 self._pool.connection() as conn,
@@ -429,9 +436,15 @@ class Worker:
                 set_json_loads(decode_payload, cur)
                 await cur.execute(self._sql.claim_jobs, params)
                 jobs: list[RunningJob] = await cur.fetchall()
-                return jobs
-        except psycopg.Error as exc:
-            if exc.sqlstate == "KF001":
+                # Held from now on, before anything else runs (the heartbeat tells the
+                # database which jobs this worker holds).
+                landed = [job.id for job in jobs]
+                self._landed.update(landed)
+            return jobs
+        except BaseException as exc:
+            # They will never start here: the heartbeat lets the database release them.
+            self._landed.difference_update(landed)
+            if isinstance(exc, psycopg.Error) and exc.sqlstate == "KF001":
                 raise WorkerLost(str(exc)) from exc
             raise
 
@@ -458,6 +471,7 @@ class Worker:
     def _start_job(self, job: RunningJob, fence: _Fence) -> None:
         task = asyncio.create_task(self._run_job(job, fence))
         self._running[job.id] = (job, task)
+        self._landed.discard(job.id)
         if job.cancel_requested_at is not None or job.id in self._early_cancels:
             self._early_cancels.discard(job.id)
             self._cancel(job.id, "cancelled")
@@ -505,7 +519,16 @@ class Worker:
         except Exception as error:
             self._record_failure(fence, job, task, error)
         else:
-            stored = _jsonable(result)
+            stored = result
+            if result is not None and (reason := unstorable_reason(result)) is not None:
+                stored = None
+                _log_job(
+                    logging.WARNING,
+                    job,
+                    "completed, but its result cannot be stored (%s): kept without a result",
+                    reason,
+                    error=reason,
+                )
             self._settle(
                 fence,
                 job,
@@ -556,10 +579,30 @@ class Worker:
             ),
         }
         if permanent or task is None:
+            _log_job(
+                logging.WARNING,
+                job,
+                "attempt %d/%d failed, no retry: %s",
+                job.attempts,
+                job.max_attempts,
+                details["message"],
+                error=details["message"],
+            )
             self._settle(fence, job, {"outcome": "failed_permanently", "error": details})
             self._hooks.emit("job_failed", job, error)
             return
         retry_at = datetime.now(UTC) + timedelta(seconds=task.retry_delay(job.attempts))
+        _log_job(
+            logging.WARNING,
+            job,
+            "attempt %d/%d failed, retry at %s: %s",
+            job.attempts,
+            job.max_attempts,
+            retry_at.isoformat(timespec="seconds"),
+            details["message"],
+            error=details["message"],
+            retry_at=retry_at.isoformat(),
+        )
         self._settle(
             fence, job, {"outcome": "failed", "run_at": retry_at.isoformat(), "error": details}
         )
@@ -608,21 +651,17 @@ class Worker:
                 self._task_names,
                 self.concurrency,
                 timedelta(seconds=self.lease),
+                self._queues,
             ),
         )
 
-    async def _register_again(self, lost: str) -> None:
-        """The lease of worker id `lost` expired (we were presumed dead): our jobs were
-        released, so results for them will be rejected. Carry on under a new id, once however
-        many parts of the worker noticed."""
-        async with self._reregistering:
-            if self.id != lost:
-                return  # another part of the worker already did
-            await self._reregister(lost)
-
-    async def _reregister(self, lost: str) -> None:
-        self.id = self._new_id()
-        log.warning("worker %s lost its lease; registering again as %s", lost, self.id)
+    async def _register_again(self) -> None:
+        """This worker's registration is gone: its lease expired (it was presumed dead) or it
+        was force-unlocked, and the jobs it held then were released; or the row was deleted
+        and its jobs are still locked under its id. It registers again under the same id, so
+        it keeps the jobs still locked under it, while results of the released ones are
+        rejected all the same (a result must match its claim's lock time too)."""
+        log.warning("worker %s lost its registration; registering again", self.id)
         while not self._stopping:
             try:
                 await self._register()
@@ -631,22 +670,66 @@ class Worker:
                 self._report_error(exc, "registering again (retrying)")
                 await asyncio.sleep(1.0)
 
+    def _held_jobs(self) -> list[int]:
+        """The jobs this worker is running, about to start, or still has results of."""
+        held = set(self._running) | self._landed
+        if self._completer is not None:
+            held |= self._completer.held
+        return list(held)
+
     async def _heartbeat(self) -> None:
+        """Keeps the lease; tells the database which jobs this worker holds, so that a job
+        claimed for it whose reply never arrived is released (once older than the lease: a
+        claim's reply takes far less); picks up cancel requests a NOTIFY may have missed."""
+        grace = timedelta(seconds=self.lease)
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                assert self._pool is not None
-                async with self._pool.connection() as conn:
-                    worker_id = self.id
-                    cur = await conn.execute(self._sql.heartbeat, (worker_id,))
-                    if cur.rowcount == 0:
-                        await self._register_again(worker_id)
-                        continue
-                    cur = await conn.execute(self._sql.cancel_requests, (self.id,))
-                    for (job_id,) in await cur.fetchall():
-                        self._cancel(job_id, "cancelled")
+                row = await self._fetchone(self._sql.heartbeat, (self.id, self._held_jobs(), grace))
+                assert row is not None
+                registered, released, cancel_requested = row
+                if not registered:
+                    await self._register_again()
+                    continue
+                if released:
+                    log.warning(
+                        "worker %s: released %d job(s) claimed for it that it never received"
+                        " (the claim's reply was lost): %s",
+                        self.id,
+                        len(released),
+                        released,
+                    )
+                for job_id in cancel_requested:
+                    self._cancel(job_id, "cancelled")
             except Exception as exc:
                 self._report_error(exc, "heartbeat (retrying)")
+
+    async def _watch_for_unknown_tasks(self) -> None:
+        """Warns, once per task identifier, about ready jobs in this worker's queues that it
+        has no handler for: no error ever comes of them, they just wait."""
+        while True:
+            try:
+                assert self._pool is not None
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(
+                        self._sql.unknown_tasks, {"tasks": self._task_names, "queues": self._queues}
+                    )
+                    rows = await cur.fetchall()
+                for (identifier,) in rows:
+                    if identifier in self._unknown_tasks or len(self._unknown_tasks) >= 1000:
+                        continue
+                    self._unknown_tasks.add(identifier)
+                    log.warning(
+                        "worker %s: jobs of task %r are ready, and this worker has no handler"
+                        " for it (it handles %s)",
+                        self.id,
+                        identifier,
+                        ", ".join(self._task_names),
+                        extra={"task": identifier},
+                    )
+            except Exception as exc:
+                self._report_error(exc, "looking for jobs of unknown tasks (retrying)")
+            await asyncio.sleep(self._unknown_tasks_interval)
 
     async def _run_cron(self, cron: CronScheduler) -> None:
         while True:
@@ -692,6 +775,18 @@ class Worker:
             return await cur.fetchone()
 
 
+async def _cancel_all(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait until they are done. A cancellation can be lost (Python 3.11's
+    asyncio.wait_for, which the connection pool uses, may swallow one that arrives as its wait
+    ends): a task still running a moment later is cancelled again, rather than waited for
+    forever."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+
+
 async def _read_times_in_utc(conn: psycopg.AsyncConnection[Any]) -> None:
     """Times come back as UTC datetimes whatever the server's zone: the same instants, and
     decoded about twice as fast as in a named zone (claims decode four per job)."""
@@ -704,17 +799,25 @@ def _connect_kwargs(pool: AsyncConnectionPool[Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k != "autocommit"}
 
 
-def _jsonable(value: Any) -> Any:
-    """A handler's return value if PostgreSQL can store it as JSON, else None (not JSON at all,
-    NaN or infinities, NUL characters or lone surrogates)."""
-    if value is None:
-        return None
-    try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-        text.encode("utf-8")
-    except (TypeError, ValueError, UnicodeEncodeError):
-        return None
-    return None if "\\u0000" in text or "\x00" in text else value
+def _log_job(level: int, job: RunningJob, message: str, *args: Any, **fields: Any) -> None:
+    """A log line about a job: its id, task and queue in the text, and as fields of the record
+    (keys of the JSON log format)."""
+    log.log(
+        level,
+        "job %s (task %s, queue %s) " + message,
+        job.id,
+        job.task_identifier,
+        job.queue_name or "-",
+        *args,
+        extra={
+            "job_id": job.id,
+            "task": job.task_identifier,
+            "queue": job.queue_name,
+            "attempt": job.attempts,
+            "max_attempts": job.max_attempts,
+            **fields,
+        },
+    )
 
 
 def _storable_text(text: str) -> str:
