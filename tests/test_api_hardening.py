@@ -24,6 +24,7 @@ from kongflow.api.guard import MAX_BODY_BYTES, MAX_JSON_DEPTH, json_depth
 from kongflow.api.server import ServerLimits
 from kongflow.jobs.environments import Environment
 from kongflow.jobs.service import JobsService
+from tests.db_proxy import DatabaseProxy
 
 
 @dataclass
@@ -394,3 +395,33 @@ async def test_health_hides_the_drivers_message(database_url: str, schema: str) 
         assert refused.status_code == 503
         assert refused.headers["retry-after"] == "2"
         assert refused.json() == {"error": "the database is unavailable; retry shortly"}
+
+
+async def test_a_database_that_goes_away_gets_503_at_once_and_comes_back(
+    database_url: str, schema: str
+) -> None:
+    proxy = DatabaseProxy(database_url)
+    await proxy.up()
+    try:
+        async with api_stack(proxy.url, schema) as api:
+            assert (await api.http.get("/api/v1/endpoints")).status_code == 200
+            await proxy.down()
+            loop = asyncio.get_running_loop()
+            for _ in range(3):
+                started = loop.time()
+                response = await api.http.get("/api/v1/endpoints", timeout=30)
+                # Not a speed figure: the pool's own timeout is 30 s, and the answer must come
+                # from the API's bound on waiting for the database instead.
+                assert loop.time() - started < 10
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "2"
+                assert response.json() == {"error": "the database is unavailable; retry shortly"}
+            health = await api.http.get("/health", timeout=30)
+            assert (health.status_code, health.json()) == (503, {"status": "database unavailable"})
+            await proxy.up()
+            deadline = loop.time() + 30
+            while (await api.http.get("/api/v1/endpoints", timeout=30)).status_code != 200:
+                assert loop.time() < deadline, "the API did not recover with the database"
+                await asyncio.sleep(0.2)
+    finally:
+        await proxy.close()

@@ -7,6 +7,7 @@ concern."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,6 +23,10 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 64
 API_PREFIX = "/api/"
 RETRY_AFTER_SECONDS = 2
+# How long a request may wait for the database to authenticate it: past this the database is
+# down (or hopelessly overloaded) and the client is told to retry, rather than kept waiting for
+# the pool's own timeout.
+AUTHENTICATE_TIMEOUT = 2.0
 
 Authenticate = Callable[[str], Awaitable[Environment | None]]
 
@@ -92,8 +97,9 @@ class RequestGuard:
                 "missing API key: send 'Authorization: Bearer <environment API key>'"
             )
         try:
-            environment = await self.authenticate(key)
-        except (psycopg.OperationalError, PoolTimeout):
+            async with asyncio.timeout(AUTHENTICATE_TIMEOUT):
+                environment = await self.authenticate(key)
+        except (psycopg.OperationalError, PoolTimeout, TimeoutError):
             return database_unavailable()
         if environment is None:
             return unauthorized("invalid API key")
