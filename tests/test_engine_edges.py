@@ -220,8 +220,3 @@ def test_schema_names_leave_room_for_channel_names() -> None:
     assert validate_schema("a" * 48)
     with pytest.raises(ValueError, match="48"):
         validate_schema("a" * 49)
-
-
-def test_heartbeat_must_fit_in_the_lease() -> None:
-    with pytest.raises(ValueError, match="half the lease"):
-        Worker("postgresql://unused", {"t": lambda p, j: None}, lease=2, heartbeat_interval=1.5)

@@ -105,7 +105,8 @@ async def test_the_heartbeat_leaves_running_jobs_and_unwritten_results_alone(
         worker._completer._pending.append(  # a result on its way, for the heartbeat to see
             (worker.id, -1, datetime.now(UTC).isoformat(), "{}", False)
         )
-        assert -1 in worker._held_jobs()
+        assert worker._lease is not None
+        assert -1 in worker._lease.held_jobs()
         worker._completer._pending.pop()
         release.set()
         await worker.drain()

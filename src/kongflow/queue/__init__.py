@@ -4,6 +4,7 @@ from kongflow.queue.client import Client
 from kongflow.queue.errors import InvalidJobError, KongflowError, PermanentFailure, Snooze
 from kongflow.queue.hooks import WorkerHooks
 from kongflow.queue.models import Job, JobSpec
+from kongflow.queue.settings import WorkerSettings
 from kongflow.queue.tasks import ExponentialBackoff, FixedBackoff, RunningJob, Task
 from kongflow.queue.worker import Worker
 
@@ -21,4 +22,5 @@ __all__ = [
     "Task",
     "Worker",
     "WorkerHooks",
+    "WorkerSettings",
 ]

@@ -19,7 +19,6 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from kongflow import embedded
 from kongflow.queue.bulk import copy_jobs
 from kongflow.queue.errors import InvalidJobError
 from kongflow.queue.migrate import ENGINE_COMPONENT, migrate
@@ -37,6 +36,7 @@ from kongflow.queue.models import (
     encode_payload,
     may_hold_bad_text,
 )
+from kongflow.queue.pool import open_pool
 from kongflow.queue.sql import engine_sql
 from kongflow.queue.tracing import enqueue_span
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
@@ -88,15 +88,12 @@ class Client:
 
     async def open(self) -> Client:
         if self._pool is None:
-            url = await asyncio.to_thread(embedded.resolve_database_url, self._database_url)
-            self._pool = AsyncConnectionPool(
-                url,
+            self._pool = await open_pool(
+                self._database_url,
+                purpose="client",
                 min_size=1,
                 max_size=self._max_connections,
-                kwargs={"autocommit": True},
-                open=False,
             )
-            await self._pool.open(wait=True)
         if self._migrate:
             await self.migrate()
         return self
