@@ -100,9 +100,9 @@ def test_a_changed_applied_migration_is_refused(database_url: str, schema: str) 
 
 
 async def test_claims_skip_jit_and_job_tables_vacuum_by_churn(client: Client) -> None:
-    """Migrations 0004, 0005 and 0007: on LLVM-built servers a claim otherwise compiled its plan
-    every call; the job tables get churn-based autovacuum settings; claims reuse their plans
-    (0006 redefined _settle_jobs, which must keep jit off)."""
+    """Settings that are part of the claim's and the settle's definitions: on LLVM-built servers
+    a claim otherwise compiled its plan every call, and claims reuse their plans; the job tables
+    get churn-based autovacuum settings (migration 0005)."""
     async with client.pool.connection() as conn:
         cur = await conn.execute(
             "select p.proname, p.proconfig from pg_proc p"

@@ -1,4 +1,9 @@
-"""The jobs service's migrations, applied after the engine's."""
+"""The jobs service's migrations, applied after the engine's.
+
+Its migrations hold tables, indexes and data changes. It has no SQL functions or views today; any
+it gets go to `kongflow.jobs.definitions`, one current definition each (see
+`kongflow.queue.migrate`), applied after the engine's. Its Python-side statements are in
+`kongflow.jobs.sql`."""
 
 from __future__ import annotations
 
