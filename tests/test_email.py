@@ -11,9 +11,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from kongflow import Client
+from kongflow.jobs.catalog import TRIGGER_CATALOG
+from kongflow.jobs.email import SmtpSettings, email_handler
 from kongflow.workerqueue import WorkerQueue
-from kongflow.workerqueue.catalog import TRIGGER_CATALOG
-from kongflow.workerqueue.email import SmtpSettings, email_handler
 from tests.helpers import wait_for_state
 
 

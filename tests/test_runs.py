@@ -10,13 +10,14 @@ import pytest
 
 from kongflow import Client, RunningJob
 from kongflow.jobs import Environment, EnvironmentService
+from kongflow.jobs.catalog import TRIGGER_CATALOG, StartRun
+from kongflow.jobs.database import Database
 from kongflow.jobs.outbound import UrlRefused
 from kongflow.jobs.registry import Registry
 from kongflow.jobs.runs import JobNotFoundError, RunService
 from kongflow.jobs.schema import ALL_COMPONENTS
 from kongflow.protocol import JobMetadata
 from kongflow.workerqueue import WorkerQueue
-from kongflow.workerqueue.catalog import TRIGGER_CATALOG, IdPayload
 from tests.helpers import count_jobs
 
 
@@ -34,7 +35,7 @@ async def setup(database_url: str, schema: str) -> AsyncIterator[Setup]:
         async with client.pool.connection() as conn, conn.transaction():
             endpoint = (
                 await registry.register_endpoint(conn, env, "my-app", "http://127.0.0.1:1")
-            )["id"]
+            ).id
             await registry.register_job(
                 conn,
                 env,
@@ -62,7 +63,7 @@ async def setup(database_url: str, schema: str) -> AsyncIterator[Setup]:
             poll_interval=0.05,
             handlers={"performRunExecution": execute, "runFinished": finished},
         )
-        runs = RunService(queue)
+        runs = RunService(queue, Database(client))
         queue.handlers.update(runs.handlers())
         result = Setup(client, env, runs)
         holder["setup"] = result
@@ -76,8 +77,8 @@ async def test_test_job_creates_event_run_and_start_job_together(setup: Setup) -
     assert queued.event_id.startswith("test:user.created:")
     run = await setup.runs.get_run(setup.env, queued.run_id)
     assert run is not None
-    assert (run["status"], run["is_test"], run["number"]) == ("PENDING", True, None)
-    assert [s["status"] for s in run["statuses"]] == ["PENDING"]
+    assert (run.status, run.is_test, run.number) == ("PENDING", True, None)
+    assert [s.status for s in run.statuses] == ["PENDING"]
     assert await count_jobs(setup.client, "task_identifier = 'startRun'") == 1
 
 
@@ -104,9 +105,9 @@ async def test_start_run_numbers_runs_and_queues_their_execution(setup: Setup) -
     for q in queued:
         run = await setup.runs.get_run(setup.env, q.run_id)
         assert run is not None
-        assert run["status"] == "QUEUED"
-        assert [s["status"] for s in run["statuses"]] == ["PENDING", "QUEUED"]
-        numbers.append(run["number"])
+        assert run.status == "QUEUED"
+        assert [s.status for s in run.statuses] == ["PENDING", "QUEUED"]
+        numbers.append(run.number)
     assert sorted(numbers) == list(range(1, 21))
     assert sorted(setup.executions) == sorted(q.run_id for q in queued)
 
@@ -121,19 +122,19 @@ async def test_cancel_removes_the_pending_execution_and_is_final(setup: Setup) -
     queued = await setup.runs.test_job(setup.env, "send-welcome")
     await setup.runs.queue.open()
     # start the run by hand so that its execution is queued but not run
-    await setup.runs.start_run(IdPayload(id=queued.run_id), None)  # type: ignore[arg-type]
+    await setup.runs.start_run(StartRun(id=queued.run_id), None)  # type: ignore[arg-type]
     assert await count_jobs(setup.client, "task_identifier = 'performRunExecution'") == 1
 
     cancelled = await setup.runs.cancel_run(setup.env, queued.run_id)
     assert cancelled is not None
-    assert cancelled["status"] == "CANCELED"
-    assert cancelled["completed_at"] is not None
-    assert [s["status"] for s in cancelled["statuses"]] == ["PENDING", "QUEUED", "CANCELED"]
+    assert cancelled.status == "CANCELED"
+    assert cancelled.completed_at is not None
+    assert [s.status for s in cancelled.statuses] == ["PENDING", "QUEUED", "CANCELED"]
     assert await count_jobs(setup.client, "task_identifier = 'performRunExecution'") == 0
 
     again = await setup.runs.cancel_run(setup.env, queued.run_id)  # terminal: unchanged
     assert again is not None
-    assert [s["status"] for s in again["statuses"]] == ["PENDING", "QUEUED", "CANCELED"]
+    assert [s.status for s in again.statuses] == ["PENDING", "QUEUED", "CANCELED"]
     other = await EnvironmentService(setup.client).ensure("elsewhere", "web")
     assert await setup.runs.cancel_run(other, queued.run_id) is None
 

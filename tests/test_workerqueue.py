@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
 from pydantic import BaseModel
 
 from kongflow import Client, RunningJob
+from kongflow.jobs.catalog import (
+    QUEUE_LIMITS,
+    TRIGGER_CATALOG,
+    IdPayload,
+    InvokeDispatcher,
+    PerformRunExecution,
+)
 from kongflow.workerqueue import (
     InvalidPayloadError,
     NoHandlerError,
     TaskDefinition,
+    TaskPayload,
     UnknownTaskError,
     WorkerQueue,
 )
-from kongflow.workerqueue.catalog import QUEUE_LIMITS, TRIGGER_CATALOG
 from tests.helpers import count_jobs, wait_for_state
 
 
@@ -227,6 +234,44 @@ async def test_trigger_catalog_dynamic_queues_and_camel_case_payloads(client: Cl
     assert job.payload == {"id": "d", "eventRecordId": "e"}
     with pytest.raises(InvalidPayloadError, match="eventRecordId"):
         await queue.enqueue("events.invokeDispatcher", {"id": "d"})
+
+
+async def test_a_task_payload_enqueues_itself_under_its_task(client: Client) -> None:
+    handlers = {name: noop for name in TRIGGER_CATALOG}
+    queue = WorkerQueue(TRIGGER_CATALOG, client=client, handlers=handlers)
+    job = await queue.enqueue(PerformRunExecution(id="run_2"), job_key="exec:run_2")
+    assert (job.task_identifier, job.queue_name, job.key) == (
+        "performRunExecution",
+        "runs:run_2",
+        "exec:run_2",
+    )
+    async with queue.transaction() as tx:
+        job = await tx.enqueue(InvokeDispatcher(id="d", event_record_id="e"))
+    assert (job.task_identifier, job.payload) == (
+        "events.invokeDispatcher",
+        {"id": "d", "eventRecordId": "e"},
+    )
+    assert {name: d.payload.task for name, d in TRIGGER_CATALOG.items()} == {
+        name: name for name in TRIGGER_CATALOG
+    }
+    with pytest.raises(TypeError, match="IdPayload names no task"):
+        await queue.enqueue(IdPayload(id="x"))
+
+
+async def test_a_task_payload_must_be_its_tasks_model(client: Client) -> None:
+    class Renamed(TaskPayload):
+        task: ClassVar[str] = "ping"
+        n: int
+
+    class Stranger(TaskPayload):
+        task: ClassVar[str] = "nope"
+
+    queue = WorkerQueue(CATALOG, client=client)
+    with pytest.raises(TypeError, match="task 'ping' takes a Ping, not a Renamed"):
+        await queue.enqueue(Renamed(n=1))
+    with pytest.raises(UnknownTaskError, match="nope"):
+        await queue.enqueue(Stranger())
+    assert await count_jobs(client) == 0
 
 
 def test_tasks_command_lists_the_catalog(tmp_path: Any) -> None:

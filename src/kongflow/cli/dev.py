@@ -5,7 +5,8 @@ with two jobs, registered in a default development environment."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
@@ -25,6 +26,7 @@ from kongflow.settings import DEFAULT_SCHEMA, mask_url
 
 if TYPE_CHECKING:  # the service, API and SDK load only when `dev` runs, not for every command
     from kongflow.jobs.environments import Environment
+    from kongflow.jobs.rows import RunStatus
     from kongflow.jobs.service import JobsService
 
 
@@ -112,15 +114,15 @@ async def _demo(jobs: JobsService, env: Environment) -> None:
         while True:
             run = await jobs.runs.get_run(env, queued.run_id)
             assert run is not None
-            live.update(_statuses_table(run["statuses"]))
-            if run["status"] in TERMINAL:
+            live.update(_statuses_table(run.statuses))
+            if run.status in TERMINAL:
                 break
             await asyncio.sleep(0.05)
-    console.print(f"\ndemo: run ended [bold]{run['status']}[/bold] with output {run['output']}")
+    console.print(f"\ndemo: run ended [bold]{run.status}[/bold] with output {run.output}")
 
 
-def _statuses_table(statuses: list[Any]) -> Table:
+def _statuses_table(statuses: Sequence[RunStatus]) -> Table:
     table = Table("status", "at")
     for status in statuses:
-        table.add_row(status["status"], status["at"].strftime("%H:%M:%S.%f")[:-3])
+        table.add_row(status.status, status.at.strftime("%H:%M:%S.%f")[:-3])
     return table

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the catalog (pydantic models) loads only when asked for
 
 def catalog_handlers() -> dict[str, TypedHandler]:
     """The handlers this installation registers for trigger.dev's catalog."""
-    from kongflow.workerqueue.email import SmtpSettings, email_handler
+    from kongflow.jobs.email import SmtpSettings, email_handler
 
     handlers: dict[str, TypedHandler] = {}
     if os.environ.get("KONGFLOW_SMTP_URL"):
@@ -29,7 +29,7 @@ def tasks(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List trigger.dev's task catalog: queue, priority, attempts, timeout, handler."""
-    from kongflow.workerqueue.catalog import TRIGGER_CATALOG
+    from kongflow.jobs.catalog import TRIGGER_CATALOG
 
     handlers = catalog_handlers()
     rows = [

@@ -5,19 +5,20 @@ and version it lists in one transaction (what `registerJob` does for a single jo
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row
 
+from kongflow.jobs.catalog import IndexEndpoint, RegisterJob
+from kongflow.jobs.database import Database
 from kongflow.jobs.endpoint_api import EndpointApi, EndpointError
 from kongflow.jobs.environments import Environment
 from kongflow.jobs.outbound import MiB, Outbound, Unreachable
 from kongflow.jobs.registry import Registry
-from kongflow.jobs.sql import jobs_sql
+from kongflow.jobs.rows import Endpoint
 from kongflow.protocol import JobMetadata
 from kongflow.queue.tasks import RunningJob
 from kongflow.workerqueue import WorkerQueue
-from kongflow.workerqueue.catalog import IndexEndpointPayload, RegisterJobPayload
+from kongflow.workerqueue.task import TypedHandler
 
 log = logging.getLogger("kongflow.outbound")
 
@@ -26,24 +27,24 @@ class EndpointService:
     def __init__(
         self,
         queue: WorkerQueue,
+        database: Database,
         outbound: Outbound,
         *,
         answer_limit: int = 4 * MiB,
         timeout: float | None = None,
     ) -> None:
         self.queue = queue
+        self.database = database
         self.outbound = outbound
         self.answer_limit = answer_limit
         self.timeout = timeout
-        self.registry = Registry(queue.client.schema)
-        self._sql = jobs_sql(queue.client.schema)
+        self.registry = Registry(database.schema)
+        self._sql = database.sql
 
-    def handlers(self) -> dict[str, Any]:
-        return {"indexEndpoint": self.index_endpoint, "registerJob": self.register_job}
+    def handlers(self) -> dict[str, TypedHandler]:
+        return {IndexEndpoint.task: self.index_endpoint, RegisterJob.task: self.register_job}
 
-    async def create_endpoint(
-        self, environment: Environment, slug: str, url: str
-    ) -> dict[str, Any]:
+    async def create_endpoint(self, environment: Environment, slug: str, url: str) -> Endpoint:
         """Register (or re-point) an endpoint and queue its indexing, storing nothing if it
         fails: UrlRefused (a ValueError) if the URL may not be called (its form, or the
         network policy: checked before any connection), EndpointError if it does not answer
@@ -63,48 +64,46 @@ class EndpointService:
         async with self.queue.transaction() as tx:
             endpoint = await self.registry.register_endpoint(tx.conn, environment, slug, url)
             await tx.enqueue(
-                "indexEndpoint",
-                {"id": endpoint["id"], "source": "API"},
-                job_key=f"indexEndpoint:{endpoint['id']}",
+                IndexEndpoint(id=endpoint.id, source="API"),
+                job_key=f"indexEndpoint:{endpoint.id}",
             )
         return endpoint
 
-    async def list_endpoints(self, environment: Environment) -> list[dict[str, Any]]:
-        async with self.queue.client.pool.connection() as conn:
+    async def list_endpoints(self, environment: Environment) -> list[Endpoint]:
+        async with self.database.connection() as conn:
             return await self.registry.list_endpoints(conn, environment)
 
-    async def index_endpoint(self, payload: IndexEndpointPayload, job: RunningJob) -> None:
+    async def index_endpoint(self, payload: IndexEndpoint, job: RunningJob) -> None:
         endpoint, environment = await self._endpoint(payload.id)
         if endpoint is None or environment is None:
             return
-        index = await self._api(endpoint["url"], environment.api_key).index()
+        index = await self._api(endpoint.url, environment.api_key).index()
         async with self.queue.transaction() as tx:  # all of the index, or none of it
             for job_metadata in index.jobs:
-                await self.registry.register_job(tx.conn, environment, endpoint["id"], job_metadata)
-            await tx.conn.execute(self._sql.mark_endpoint_indexed, (endpoint["id"],))
+                await self.registry.register_job(tx.conn, environment, endpoint.id, job_metadata)
+            await tx.conn.execute(self._sql.mark_endpoint_indexed, (endpoint.id,))
 
-    async def register_job(self, payload: RegisterJobPayload, job: RunningJob) -> None:
+    async def register_job(self, payload: RegisterJob, job: RunningJob) -> None:
         endpoint, environment = await self._endpoint(payload.endpoint_id)
         if endpoint is None or environment is None:
             return
         metadata = JobMetadata.model_validate(payload.job)
         async with self.queue.transaction() as tx:
-            await self.registry.register_job(tx.conn, environment, endpoint["id"], metadata)
+            await self.registry.register_job(tx.conn, environment, endpoint.id, metadata)
 
     def _api(self, url: str, api_key: str) -> EndpointApi:
         return EndpointApi(
             self.outbound, url, api_key, limit=self.answer_limit, timeout=self.timeout
         )
 
-    async def _endpoint(self, endpoint_id: str) -> tuple[dict[str, Any] | None, Environment | None]:
-        async with (
-            self.queue.client.pool.connection() as conn,
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.execute(self._sql.endpoint_by_id, (endpoint_id,))
-            endpoint = await cur.fetchone()
+    async def _endpoint(self, endpoint_id: str) -> tuple[Endpoint | None, Environment | None]:
+        async with self.database.connection() as conn:
+            async with conn.cursor(row_factory=class_row(Endpoint)) as cur:
+                await cur.execute(self._sql.endpoint_by_id, (endpoint_id,))
+                endpoint = await cur.fetchone()
             if endpoint is None:
                 return None, None
-            await cur.execute(self._sql.environment_by_id, (endpoint["environment_id"],))
-            environment = await cur.fetchone()
-        return endpoint, Environment(**environment) if environment else None
+            async with conn.cursor(row_factory=class_row(Environment)) as environments:
+                await environments.execute(self._sql.environment_by_id, (endpoint.environment_id,))
+                environment = await environments.fetchone()
+        return endpoint, environment

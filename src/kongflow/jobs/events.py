@@ -6,96 +6,92 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row
 
+from kongflow.jobs.catalog import DeliverEvent, InvokeDispatcher
+from kongflow.jobs.database import Connection, Database
 from kongflow.jobs.environments import Environment
+from kongflow.jobs.rows import EventRecord, JobVersion, Json
 from kongflow.jobs.runs import NewEvent, RunService
-from kongflow.jobs.sql import jobs_sql
 from kongflow.queue.tasks import RunningJob
-from kongflow.workerqueue.catalog import IdPayload, InvokeDispatcherPayload
+from kongflow.workerqueue import WorkerQueue
+from kongflow.workerqueue.task import TypedHandler
 
 
 class EventService:
-    def __init__(self, runs: RunService) -> None:
+    def __init__(self, queue: WorkerQueue, database: Database, runs: RunService) -> None:
+        self.queue = queue
         self.runs = runs
-        self._sql = jobs_sql(runs.queue.client.schema)
+        self._sql = database.sql
 
-    def handlers(self) -> dict[str, Any]:
+    def handlers(self) -> dict[str, TypedHandler]:
         return {
-            "deliverEvent": self.deliver_event,
-            "events.invokeDispatcher": self.invoke_dispatcher,
+            DeliverEvent.task: self.deliver_event,
+            InvokeDispatcher.task: self.invoke_dispatcher,
         }
 
-    async def send_event(self, environment: Environment, event: NewEvent) -> dict[str, Any]:
+    async def send_event(self, environment: Environment, event: NewEvent) -> EventRecord:
         """Store the event and schedule its delivery. Sending an event id again returns the
         event stored first and schedules nothing (trigger.dev's rule)."""
-        async with self.runs.queue.transaction() as tx:
+        async with self.queue.transaction() as tx:
             stored = await self.runs.store_event(tx.conn, environment, event)
             if stored is None:
-                async with tx.conn.cursor(row_factory=dict_row) as cur:
+                async with tx.conn.cursor(row_factory=class_row(EventRecord)) as cur:
                     await cur.execute(self._sql.event_by_event_id, (environment.id, event.id))
-                    existing: dict[str, Any] | None = await cur.fetchone()
+                    existing = await cur.fetchone()
                 assert existing is not None
                 return existing
             await tx.enqueue(
-                "deliverEvent",
-                {"id": stored["id"]},
-                run_at=stored["deliver_at"],
-                job_key=f"deliverEvent:{stored['id']}",
+                DeliverEvent(id=stored.id),
+                run_at=stored.deliver_at,
+                job_key=f"deliverEvent:{stored.id}",
             )
         return stored
 
-    async def deliver_event(self, payload: IdPayload, job: RunningJob) -> None:
-        async with (
-            self.runs.queue.transaction() as tx,
-            tx.conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.execute(self._sql.lock_event, (payload.id,))
-            event = await cur.fetchone()
-            if event is None or event["delivered_at"] is not None:
+    async def deliver_event(self, payload: DeliverEvent, job: RunningJob) -> None:
+        async with self.queue.transaction() as tx:
+            event = await self._lock_event(tx.conn, payload.id)
+            if event is None or event.delivered_at is not None:
                 return
-            await cur.execute(
-                self._sql.matching_versions,
-                (event["environment_id"], event["source"], event["name"]),
-            )
-            for version in await cur.fetchall():
-                if version["event_filter"] is None or filter_matches(
-                    event["payload"], version["event_filter"]
+            async with tx.conn.cursor(row_factory=class_row(JobVersion)) as cur:
+                await cur.execute(
+                    self._sql.matching_versions, (event.environment_id, event.source, event.name)
+                )
+                versions = await cur.fetchall()
+            for version in versions:
+                if version.event_filter is None or filter_matches(
+                    event.payload, version.event_filter
                 ):
                     await tx.enqueue(
-                        "events.invokeDispatcher",
-                        {"id": version["id"], "eventRecordId": event["id"]},
+                        InvokeDispatcher(id=version.version_id, event_record_id=event.id)
                     )
-            await cur.execute(self._sql.mark_event_delivered, (payload.id,))
+            await tx.conn.execute(self._sql.mark_event_delivered, (payload.id,))
 
-    async def invoke_dispatcher(self, payload: InvokeDispatcherPayload, job: RunningJob) -> None:
+    async def invoke_dispatcher(self, payload: InvokeDispatcher, job: RunningJob) -> None:
         """Start a run of job version `payload.id` for the event, unless one exists."""
-        async with (
-            self.runs.queue.transaction() as tx,
-            tx.conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.execute(self._sql.lock_event, (payload.event_record_id,))
-            event = await cur.fetchone()
-            await cur.execute(self._sql.version_by_id, (payload.id,))
-            version = await cur.fetchone()
+        async with self.queue.transaction() as tx:
+            event = await self._lock_event(tx.conn, payload.event_record_id)
+            async with tx.conn.cursor(row_factory=class_row(JobVersion)) as cur:
+                await cur.execute(self._sql.version_by_id, (payload.id,))
+                version = await cur.fetchone()
             if event is None or version is None:
                 return
-            await cur.execute(self._sql.run_for_event, (event["id"], version["version_id"]))
+            cur = await tx.conn.execute(self._sql.run_for_event, (event.id, version.version_id))
             if await cur.fetchone() is not None:
                 return
-            await cur.execute(self._sql.environment_by_id, (event["environment_id"],))
-            environment = await cur.fetchone()
+            async with tx.conn.cursor(row_factory=class_row(Environment)) as environments:
+                await environments.execute(self._sql.environment_by_id, (event.environment_id,))
+                environment = await environments.fetchone()
             assert environment is not None
-            await self.runs.create_run(
-                tx,
-                Environment(**environment),
-                version,
-                event["id"],
-                is_test=event["is_test"],
-            )
+            await self.runs.create_run(tx, environment, version, event.id, is_test=event.is_test)
+
+    async def _lock_event(self, conn: Connection, event_record_id: str) -> EventRecord | None:
+        async with conn.cursor(row_factory=class_row(EventRecord)) as cur:
+            await cur.execute(self._sql.lock_event, (event_record_id,))
+            return await cur.fetchone()
 
 
-def filter_matches(payload: Any, pattern: dict[str, Any]) -> bool:
+def filter_matches(payload: Json, pattern: dict[str, Any]) -> bool:
     """trigger.dev's EventFilter: every key of the pattern must match. A list lists what is
     accepted (values, or content filters such as `{"$startsWith": "a"}`; empty: anything); a
     nested object matches a nested object, or any item of a list of them."""

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
+from kongflow.jobs.catalog import PerformRunExecution, RunFinished
+from kongflow.jobs.database import Database
 from kongflow.jobs.endpoint_api import EndpointApi
 from kongflow.jobs.outbound import (
     Answer,
@@ -28,8 +29,8 @@ from kongflow.jobs.outbound import (
     Unreachable,
     UrlRefused,
 )
+from kongflow.jobs.rows import ExecutionBegun, Json, RunContext, StalledRun
 from kongflow.jobs.runs import TERMINAL, RunService
-from kongflow.jobs.sql import jobs_sql
 from kongflow.protocol import (
     RUN_JOB_RESPONSE,
     ApiEventLog,
@@ -46,8 +47,8 @@ from kongflow.protocol import (
 )
 from kongflow.queue.errors import KongflowError
 from kongflow.queue.tasks import RunningJob
-from kongflow.workerqueue.catalog import IdPayload
-from kongflow.workerqueue.task import CronPayload
+from kongflow.workerqueue import CronPayload, WorkerQueue
+from kongflow.workerqueue.task import TypedHandler
 
 log = logging.getLogger("kongflow.outbound")
 
@@ -59,29 +60,32 @@ class EndpointUnavailable(KongflowError):
 @dataclass(frozen=True)
 class Outcome:
     status: str
-    output: Any = None
+    output: Json = None
     retry: bool = False
 
 
 class RunExecution:
     def __init__(
         self,
+        queue: WorkerQueue,
+        database: Database,
         runs: RunService,
         outbound: Outbound,
         request_timeout: float,
         *,
         answer_limit: int = 4 * MiB,
     ) -> None:
+        self.queue = queue
         self.runs = runs
         self.outbound = outbound
         self.request_timeout = request_timeout
         self.answer_limit = answer_limit
-        self._sql = jobs_sql(runs.queue.client.schema)
+        self._sql = database.sql
 
-    def handlers(self) -> dict[str, Any]:
-        return {"performRunExecution": self.perform}
+    def handlers(self) -> dict[str, TypedHandler]:
+        return {PerformRunExecution.task: self.perform}
 
-    async def perform(self, payload: IdPayload, job: RunningJob) -> None:
+    async def perform(self, payload: PerformRunExecution, job: RunningJob) -> None:
         run = await self._begin(payload.id)
         if run is None:
             return
@@ -98,24 +102,26 @@ class RunExecution:
             unstorable = _error(f"the endpoint's answer could not be stored: {reason}")
             await self._finish(payload.id, Outcome("FAILURE", unstorable), duration_ms)
         if outcome.retry:
-            raise EndpointUnavailable(str((outcome.output or {}).get("message")))
+            raise EndpointUnavailable(_message(outcome.output))
 
     async def fail_stalled_runs(self, payload: CronPayload, job: RunningJob) -> None:
         """Runs that can no longer finish on their own (their execution job died: a worker
         killed on the last attempt, a job timeout, a database error) end as FAILURE, so their
         subscribers hear of it. Runs every minute."""
-        async with self.runs.queue.transaction() as tx:
-            cur = await tx.conn.execute(self._sql.fail_stalled_runs)
-            for run_id, last_error in await cur.fetchall():
-                detail = _error(f"the execution stopped without a result: {last_error}")
-                await tx.conn.execute(self._sql.set_run_output, (Jsonb(detail), run_id))
-                await self.runs.record_status(tx.conn, run_id, "FAILURE", detail)
-                await tx.enqueue("runFinished", {"id": run_id})
+        async with self.queue.transaction() as tx:
+            async with tx.conn.cursor(row_factory=class_row(StalledRun)) as cur:
+                await cur.execute(self._sql.fail_stalled_runs)
+                stalled = await cur.fetchall()
+            for run in stalled:
+                detail = _error(f"the execution stopped without a result: {run.last_error}")
+                await tx.conn.execute(self._sql.set_run_output, (Jsonb(detail), run.id))
+                await self.runs.record_status(tx.conn, run.id, "FAILURE", detail)
+                await tx.enqueue(RunFinished(id=run.id))
 
     async def _finish(self, run_id: str, outcome: Outcome, duration_ms: int) -> None:
         """Record the outcome, unless the run was cancelled meanwhile (CANCELED stays)."""
         status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
-        async with self.runs.queue.transaction() as tx:
+        async with self.queue.transaction() as tx:
             cur = await tx.conn.execute(
                 self._sql.finish_execution,
                 {
@@ -130,29 +136,26 @@ class RunExecution:
                 return
             await self.runs.record_status(tx.conn, run_id, status, outcome.output)
             if status in TERMINAL:
-                await tx.enqueue("runFinished", {"id": run_id})
+                await tx.enqueue(RunFinished(id=run_id))
 
-    async def _begin(self, run_id: str) -> dict[str, Any] | None:
+    async def _begin(self, run_id: str) -> RunContext | None:
         """EXECUTING (counting the execution), or None if the run is over or gone."""
-        async with (
-            self.runs.queue.transaction() as tx,
-            tx.conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.execute(self._sql.lock_run_context, (run_id,))
-            run: dict[str, Any] | None = await cur.fetchone()
-            if run is None or run["status"] in TERMINAL:
+        async with self.queue.transaction() as tx:
+            async with tx.conn.cursor(row_factory=class_row(RunContext)) as cur:
+                await cur.execute(self._sql.lock_run_context, (run_id,))
+                run = await cur.fetchone()
+            if run is None or run.status in TERMINAL:
                 return None
-            await cur.execute(self._sql.begin_execution, (run_id,))
-            begun = await cur.fetchone()
+            async with tx.conn.cursor(row_factory=class_row(ExecutionBegun)) as begin:
+                await begin.execute(self._sql.begin_execution, (run_id,))
+                begun = await begin.fetchone()
             assert begun is not None
-            run.update(begun)
+            run = replace(run, started_at=begun.started_at, execution_count=begun.execution_count)
             await self.runs.record_status(tx.conn, run_id, "EXECUTING")
         return run
 
-    async def _call(self, run: dict[str, Any], body: RunJobBody) -> Outcome:
-        api = EndpointApi(
-            self.outbound, run["endpoint_url"], run["api_key"], limit=self.answer_limit
-        )
+    async def _call(self, run: RunContext, body: RunJobBody) -> Outcome:
+        api = EndpointApi(self.outbound, run.endpoint_url, run.api_key, limit=self.answer_limit)
         try:
             response = await api.execute(body, self.request_timeout)
         except UrlRefused as exc:  # the endpoint's host now resolves to a refused address
@@ -202,38 +205,42 @@ def interpret(response: Answer) -> Outcome:
     )
 
 
-def run_job_body(run: dict[str, Any]) -> RunJobBody:
-    """trigger.dev's RunJobBody for a run, from its `run_context` row."""
+def run_job_body(run: RunContext) -> RunJobBody:
+    """trigger.dev's RunJobBody for a run, from its `run_context` row (once begun)."""
+    assert run.started_at is not None, "begin_execution sets started_at"
     return RunJobBody(
         event=ApiEventLog(
-            id=run["event_id"],
-            name=run["event_name"],
-            payload=run["event_payload"],
-            context=run["event_context"],
-            timestamp=run["event_timestamp"],
-            deliver_at=run["event_deliver_at"],
-            delivered_at=run["event_delivered_at"],
+            id=run.event_id,
+            name=run.event_name,
+            payload=run.event_payload,
+            context=run.event_context,
+            timestamp=run.event_timestamp,
+            deliver_at=run.event_deliver_at,
+            delivered_at=run.event_delivered_at,
         ),
-        job=JobRef(id=run["job_slug"], version=run["version"]),
+        job=JobRef(id=run.job_slug, version=run.version),
         run=RunRef(
-            id=run["id"],
-            is_test=run["is_test"],
-            is_retry=run["execution_count"] > 1,
-            started_at=run["started_at"],
+            id=run.id,
+            is_test=run.is_test,
+            is_retry=run.execution_count > 1,
+            started_at=run.started_at,
         ),
         environment=EnvironmentRef(
-            id=run["environment_id"], slug=run["environment_slug"], type=run["environment_type"]
+            id=run.environment_id, slug=run.environment_slug, type=run.environment_type
         ),
         organization=OrganizationRef(
-            id=run["organization_id"],
-            title=run["organization_title"],
-            slug=run["organization_slug"],
+            id=run.organization_id,
+            title=run.organization_title,
+            slug=run.organization_slug,
         ),
-        project=ProjectRef(
-            id=run["project_id"], name=run["project_name"], slug=run["project_slug"]
-        ),
+        project=ProjectRef(id=run.project_id, name=run.project_name, slug=run.project_slug),
     )
 
 
-def _error(message: str) -> dict[str, str]:
+def _error(message: str) -> dict[str, Json]:
     return {"message": message}
+
+
+def _message(output: Json) -> str:
+    """An error output's message ("None" without one), for the retried job's last error."""
+    return str(output.get("message") if isinstance(output, dict) else None)

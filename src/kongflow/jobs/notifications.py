@@ -12,18 +12,19 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, scalar_row
 
+from kongflow.jobs.catalog import DeliverRunSubscription, DeliverRunSubscriptions, RunFinished
+from kongflow.jobs.database import Connection, Database
 from kongflow.jobs.outbound import KiB, Outbound, OutboundError, UrlRefused
-from kongflow.jobs.runs import TERMINAL, RunService
-from kongflow.jobs.sql import jobs_sql
+from kongflow.jobs.rows import Json, RunContext, Subscription
+from kongflow.jobs.runs import TERMINAL
 from kongflow.protocol import SIGNATURE_HEADER, iso_time
 from kongflow.queue.errors import KongflowError, PermanentFailure
 from kongflow.queue.tasks import RunningJob
-from kongflow.workerqueue.catalog import IdPayload
+from kongflow.workerqueue import WorkerQueue
+from kongflow.workerqueue.task import TypedHandler
 
 
 class DeliveryFailed(KongflowError):
@@ -59,65 +60,67 @@ def subscription_event(status: str) -> str:
 class RunNotifications:
     def __init__(
         self,
-        runs: RunService,
+        queue: WorkerQueue,
+        database: Database,
         outbound: Outbound,
         timeout: float,
         *,
         answer_limit: int = 64 * KiB,
     ) -> None:
-        self.runs = runs
+        self.queue = queue
+        self.database = database
         self.outbound = outbound
         self.timeout = timeout
         self.answer_limit = answer_limit
-        self._sql = jobs_sql(runs.queue.client.schema)
+        self._sql = database.sql
 
-    def handlers(self) -> dict[str, Any]:
+    def handlers(self) -> dict[str, TypedHandler]:
         return {
-            "runFinished": self.run_finished,
-            "deliverRunSubscriptions": self.deliver_subscriptions,
-            "deliverRunSubscription": self.deliver_subscription,
+            RunFinished.task: self.run_finished,
+            DeliverRunSubscriptions.task: self.deliver_subscriptions,
+            DeliverRunSubscription.task: self.deliver_subscription,
         }
 
-    async def run_finished(self, payload: IdPayload, job: RunningJob) -> None:
+    async def run_finished(self, payload: RunFinished, job: RunningJob) -> None:
         """A run reached a terminal status: hand its subscribers, if any, to delivery."""
-        async with self.runs.queue.transaction() as tx:
+        async with self.queue.transaction() as tx:
             if await self._pending(tx.conn, payload.id):
-                await tx.enqueue("deliverRunSubscriptions", {"id": payload.id})
+                await tx.enqueue(DeliverRunSubscriptions(id=payload.id))
 
-    async def deliver_subscriptions(self, payload: IdPayload, job: RunningJob) -> None:
+    async def deliver_subscriptions(
+        self, payload: DeliverRunSubscriptions, job: RunningJob
+    ) -> None:
         """One delivery job per pending subscription, each retried on its own."""
-        async with self.runs.queue.transaction() as tx:
+        async with self.queue.transaction() as tx:
             for subscription_id in await self._pending(tx.conn, payload.id):
                 await tx.enqueue(
-                    "deliverRunSubscription",
-                    {"id": subscription_id},
+                    DeliverRunSubscription(id=subscription_id),
                     job_key=f"deliverRunSubscription:{subscription_id}",
                     job_key_mode="unsafe_dedupe",
                 )
 
-    async def _pending(self, conn: AsyncConnection[Any], run_id: str) -> list[str]:
+    async def _pending(self, conn: Connection, run_id: str) -> list[str]:
         """Undelivered subscriptions to the outcome of a finished run."""
-        cur = await conn.execute(self._sql.run_status, (run_id,))
-        row = await cur.fetchone()
-        if row is None or row[0] not in TERMINAL:
-            return []
-        cur = await conn.execute(
-            self._sql.pending_subscriptions, (run_id, subscription_event(row[0]))
-        )
-        return [str(subscription_id) for (subscription_id,) in await cur.fetchall()]
+        async with conn.cursor(row_factory=scalar_row) as cur:
+            await cur.execute(self._sql.run_status, (run_id,))
+            status: str | None = await cur.fetchone()
+            if status is None or status not in TERMINAL:
+                return []
+            await cur.execute(self._sql.pending_subscriptions, (run_id, subscription_event(status)))
+            pending: list[str] = await cur.fetchall()
+        return pending
 
-    async def deliver_subscription(self, payload: IdPayload, job: RunningJob) -> None:
+    async def deliver_subscription(self, payload: DeliverRunSubscription, job: RunningJob) -> None:
         """POST the notification, with no connection held while the subscriber answers."""
-        async with (
-            self.runs.queue.client.pool.connection() as conn,
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.execute(self._sql.subscription, (payload.id,))
-            subscription = await cur.fetchone()
-            if subscription is None or subscription["delivered_at"] is not None:
+        async with self.database.connection() as conn:
+            async with conn.cursor(row_factory=class_row(Subscription)) as cur:
+                await cur.execute(self._sql.subscription, (payload.id,))
+                subscription = await cur.fetchone()
+            if subscription is None or subscription.delivered_at is not None:
                 return
-            await cur.execute(self._sql.run_context, (subscription["run_id"],))
-            run = await cur.fetchone()
+            async with conn.cursor(row_factory=class_row(RunContext)) as runs:
+                await runs.execute(self._sql.run_context, (subscription.run_id,))
+                run = await runs.fetchone()
         if run is None:
             return
         body = json.dumps(run_notification(run), separators=(",", ":")).encode()
@@ -125,11 +128,11 @@ class RunNotifications:
             # Only the status matters; the answer is read (up to a small cap) to keep the
             # connection reusable.
             response = await self.outbound.post(
-                subscription["url"],
+                subscription.url,
                 content=body,
                 headers={
                     "content-type": "application/json",
-                    SIGNATURE_HEADER: sign(run["api_key"], body),
+                    SIGNATURE_HEADER: sign(run.api_key, body),
                 },
                 timeout=self.timeout,
                 limit=self.answer_limit,
@@ -142,46 +145,46 @@ class RunNotifications:
             raise DeliveryFailed(str(exc)) from None
         if not response.is_success:
             raise DeliveryFailed(
-                f"the subscriber at {subscription['url']} answered HTTP {response.status_code}"
+                f"the subscriber at {subscription.url} answered HTTP {response.status_code}"
             )
-        async with self.runs.queue.client.pool.connection() as conn:
+        async with self.database.connection() as conn:
             await conn.execute(self._sql.mark_subscription_delivered, (payload.id,))
 
 
-def run_notification(run: dict[str, Any]) -> dict[str, Any]:
+def run_notification(run: RunContext) -> dict[str, Json]:
     """The run as a subscriber sees it (trigger.dev's run notification)."""
-    ok = run["status"] == "SUCCESS"
-    notification: dict[str, Any] = {
-        "id": run["id"],
+    ok = run.status == "SUCCESS"
+    notification: dict[str, Json] = {
+        "id": run.id,
         "ok": ok,
-        "status": run["status"],
-        "startedAt": iso_time(run["started_at"]),
-        "updatedAt": iso_time(run["updated_at"]),
-        "completedAt": iso_time(run["completed_at"]),
-        "executionCount": run["execution_count"],
-        "executionDurationInMs": run["execution_duration_ms"],
-        "job": {"id": run["job_slug"], "version": run["version"]},
+        "status": run.status,
+        "startedAt": iso_time(run.started_at),
+        "updatedAt": iso_time(run.updated_at),
+        "completedAt": iso_time(run.completed_at),
+        "executionCount": run.execution_count,
+        "executionDurationInMs": run.execution_duration_ms,
+        "job": {"id": run.job_slug, "version": run.version},
         "environment": {
-            "id": run["environment_id"],
-            "slug": run["environment_slug"],
-            "type": run["environment_type"],
+            "id": run.environment_id,
+            "slug": run.environment_slug,
+            "type": run.environment_type,
         },
         "organization": {
-            "id": run["organization_id"],
-            "slug": run["organization_slug"],
-            "title": run["organization_title"],
+            "id": run.organization_id,
+            "slug": run.organization_slug,
+            "title": run.organization_title,
         },
         "project": {
-            "id": run["project_id"],
-            "slug": run["project_slug"],
-            "name": run["project_name"],
+            "id": run.project_id,
+            "slug": run.project_slug,
+            "name": run.project_name,
         },
         "invocation": {
-            "id": run["event_id"],
-            "context": run["event_context"],
-            "timestamp": iso_time(run["event_timestamp"]),
-            "payload": run["event_payload"],
+            "id": run.event_id,
+            "context": run.event_context,
+            "timestamp": iso_time(run.event_timestamp),
+            "payload": run.event_payload,
         },
     }
-    notification["output" if ok else "error"] = run["output"]
+    notification["output" if ok else "error"] = run.output
     return notification

@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
 
+from kongflow.jobs.catalog import PerformRunExecution, RunFinished, StartRun
+from kongflow.jobs.database import Connection, Database
 from kongflow.jobs.environments import Environment
 from kongflow.jobs.outbound import NetworkPolicy, Outbound, Unreachable, check_url
-from kongflow.jobs.sql import jobs_sql
+from kongflow.jobs.rows import (
+    EventRecord,
+    IdempotentRun,
+    JobVersion,
+    Json,
+    Run,
+    RunState,
+    RunStatus,
+)
 from kongflow.queue.errors import KongflowError
 from kongflow.queue.tasks import RunningJob
-from kongflow.workerqueue import WorkerQueue
-from kongflow.workerqueue.catalog import IdPayload
-from kongflow.workerqueue.queue import Transaction
+from kongflow.workerqueue import Transaction, WorkerQueue
+from kongflow.workerqueue.task import TypedHandler
 
 TERMINAL = frozenset(
     {"SUCCESS", "FAILURE", "TIMED_OUT", "ABORTED", "CANCELED", "UNRESOLVED_AUTH", "INVALID_PAYLOAD"}
@@ -57,8 +64,8 @@ class NewEvent:
     """An event as a sender describes it; `id` defaults to a fresh one."""
 
     name: str
-    payload: Any = None
-    context: Any = None
+    payload: Json = None
+    context: Json = None
     id: str | None = None
     source: str = "trigger.dev"
     timestamp: datetime | None = None
@@ -68,20 +75,23 @@ class NewEvent:
 
 
 class RunService:
-    def __init__(self, queue: WorkerQueue, outbound: Outbound | None = None) -> None:
-        """`outbound` checks callback URLs against its network policy; without one, against
-        the strict default policy."""
+    def __init__(
+        self, queue: WorkerQueue, database: Database, outbound: Outbound | None = None
+    ) -> None:
+        """`queue` for transactions and jobs, `database` for reads. `outbound` checks callback
+        URLs against its network policy; without one, against the strict default policy."""
         self.queue = queue
+        self.database = database
         self._outbound = outbound
-        self._sql = jobs_sql(queue.client.schema)
+        self._sql = database.sql
 
-    def handlers(self) -> dict[str, Any]:
-        return {"startRun": self.start_run}
+    def handlers(self) -> dict[str, TypedHandler]:
+        return {StartRun.task: self.start_run}
 
     # -- creating runs -----------------------------------------------------------------------
 
     async def test_job(
-        self, environment: Environment, job_slug: str, payload: Any = None
+        self, environment: Environment, job_slug: str, payload: Json = None
     ) -> QueuedRun:
         """TestJob: a test event, a PENDING run and its `startRun` job, all or nothing."""
         async with self.queue.transaction() as tx:
@@ -94,9 +104,9 @@ class RunService:
                     tx.conn,
                     environment,
                     NewEvent(
-                        id=f"test:{version['event_name']}:{millis}",
-                        name=version["event_name"],
-                        source=version["event_source"],
+                        id=f"test:{version.event_name}:{millis}",
+                        name=version.event_name,
+                        source=version.event_source,
                         payload=payload if payload is not None else {},
                         is_test=True,
                     ),
@@ -104,16 +114,16 @@ class RunService:
                 if event is not None:
                     break
                 millis += 1
-            run_id = await self.create_run(tx, environment, version, event["id"], is_test=True)
-        return QueuedRun(run_id, event["event_id"])
+            run_id = await self.create_run(tx, environment, version, event.id, is_test=True)
+        return QueuedRun(run_id, event.event_id)
 
     async def invoke(
         self,
         environment: Environment,
         job_slug: str,
-        payload: Any = None,
+        payload: Json = None,
         *,
-        context: Any = None,
+        context: Json = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
     ) -> tuple[QueuedRun, bool]:
@@ -130,35 +140,35 @@ class RunService:
                 await tx.conn.execute(
                     self._sql.lock_idempotency_key, (f"{environment.id}:{idempotency_key}",)
                 )
-                cur = await tx.conn.execute(
-                    self._sql.run_by_idempotency_key, (environment.id, idempotency_key)
-                )
-                existing = await cur.fetchone()
+                async with tx.conn.cursor(row_factory=class_row(IdempotentRun)) as cur:
+                    await cur.execute(
+                        self._sql.run_by_idempotency_key, (environment.id, idempotency_key)
+                    )
+                    existing = await cur.fetchone()
                 if existing is not None:
-                    run_id, event_id, status, slug = (str(v) for v in existing)
-                    if slug != job_slug:
-                        raise IdempotencyKeyReused(idempotency_key, slug)
-                    return QueuedRun(run_id, event_id, status.lower()), False
+                    if existing.job_slug != job_slug:
+                        raise IdempotencyKeyReused(idempotency_key, existing.job_slug)
+                    return QueuedRun(existing.id, existing.event_id, existing.status.lower()), False
             event = await self.store_event(
                 tx.conn,
                 environment,
                 NewEvent(
-                    name=version["event_name"],
-                    source=version["event_source"],
+                    name=version.event_name,
+                    source=version.event_source,
                     payload=payload if payload is not None else {},
                     context=context,
                 ),
             )
             assert event is not None  # a fresh id
             run_id = await self.create_run(
-                tx, environment, version, event["id"], idempotency_key=idempotency_key
+                tx, environment, version, event.id, idempotency_key=idempotency_key
             )
             if callback_url is not None:
                 for outcome in ("SUCCESS", "FAILURE"):
                     await tx.conn.execute(
                         self._sql.insert_subscription, (run_id, callback_url, outcome)
                     )
-        return QueuedRun(run_id, event["event_id"]), True
+        return QueuedRun(run_id, event.event_id), True
 
     async def _check_callback_url(self, url: str) -> None:
         """Refused before anything is stored if the network policy refuses its host. A host
@@ -173,10 +183,10 @@ class RunService:
             pass
 
     async def store_event(
-        self, conn: AsyncConnection[Any], environment: Environment, event: NewEvent
-    ) -> dict[str, Any] | None:
+        self, conn: Connection, environment: Environment, event: NewEvent
+    ) -> EventRecord | None:
         """The stored event record, or None if this environment already has that event id."""
-        async with conn.cursor(row_factory=dict_row) as cur:
+        async with conn.cursor(row_factory=class_row(EventRecord)) as cur:
             await cur.execute(
                 self._sql.insert_event,
                 (
@@ -192,78 +202,78 @@ class RunService:
                     event.deliver_after,
                 ),
             )
-            row: dict[str, Any] | None = await cur.fetchone()
-        return row
+            return await cur.fetchone()
 
     async def create_run(
         self,
         tx: Transaction,
         environment: Environment,
-        version: dict[str, Any],
+        version: JobVersion,
         event_record_id: str,
         *,
         is_test: bool = False,
         idempotency_key: str | None = None,
     ) -> str:
         """A PENDING run of this job version for this event, and its `startRun` job."""
-        cur = await tx.conn.execute(
-            self._sql.insert_run,
-            (
-                version["job_id"],
-                version["version_id"],
-                environment.id,
-                version["endpoint_id"],
-                event_record_id,
-                is_test,
-                idempotency_key,
-            ),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        run_id = str(row[0])
+        async with tx.conn.cursor(row_factory=scalar_row) as cur:
+            await cur.execute(
+                self._sql.insert_run,
+                (
+                    version.job_id,
+                    version.version_id,
+                    environment.id,
+                    version.endpoint_id,
+                    event_record_id,
+                    is_test,
+                    idempotency_key,
+                ),
+            )
+            run_id: str | None = await cur.fetchone()
+        assert run_id is not None
         await self.record_status(tx.conn, run_id, "PENDING")
-        await tx.enqueue("startRun", {"id": run_id})
+        await tx.enqueue(StartRun(id=run_id))
         return run_id
 
     # -- the run's life ----------------------------------------------------------------------
 
-    async def start_run(self, payload: IdPayload, job: RunningJob) -> None:
+    async def start_run(self, payload: StartRun, job: RunningJob) -> None:
         """PENDING -> QUEUED with the job's next run number, and queue the execution."""
         async with self.queue.transaction() as tx:
-            cur = await tx.conn.execute(self._sql.run_for_start, (payload.id,))
-            run = await cur.fetchone()
-            if run is None or run[2] != "PENDING":
+            async with tx.conn.cursor(row_factory=class_row(RunState)) as cur:
+                await cur.execute(self._sql.run_for_start, (payload.id,))
+                run = await cur.fetchone()
+            if run is None or run.status != "PENDING":
                 return  # gone, cancelled or already started: nothing to do
-            cur = await tx.conn.execute(self._sql.next_run_number, (run[1],))
-            number = await cur.fetchone()
+            async with tx.conn.cursor(row_factory=scalar_row) as numbers:
+                await numbers.execute(self._sql.next_run_number, (run.job_id,))
+                number: int | None = await numbers.fetchone()
             assert number is not None
-            await tx.conn.execute(self._sql.queue_run, (number[0], payload.id))
+            await tx.conn.execute(self._sql.queue_run, (number, payload.id))
             await self.record_status(tx.conn, payload.id, "QUEUED")
-            await tx.enqueue(
-                "performRunExecution", {"id": payload.id}, job_key=execution_key(payload.id)
-            )
+            await tx.enqueue(PerformRunExecution(id=payload.id), job_key=execution_key(payload.id))
 
-    async def cancel_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
+    async def cancel_run(self, environment: Environment, run_id: str) -> Run | None:
         """CANCELED from any non-terminal status; the run's pending execution is removed and
         a running one is stopped (a result that still arrives is ignored). None if there is
         no such run."""
         async with self.queue.transaction() as tx:
-            cur = await tx.conn.execute(self._sql.lock_run, (run_id, environment.id))
-            row = await cur.fetchone()
-            if row is None:
+            async with tx.conn.cursor(row_factory=scalar_row) as cur:
+                await cur.execute(self._sql.lock_run, (run_id, environment.id))
+                status: str | None = await cur.fetchone()
+            if status is None:
                 return None
-            if row[0] not in TERMINAL:
+            if status not in TERMINAL:
                 await tx.conn.execute(self._sql.cancel_run, (run_id,))
                 await self.record_status(tx.conn, run_id, "CANCELED")
                 execution = await tx.dequeue(execution_key(run_id))
                 if execution is not None and execution.state == "running":
                     # Stop the request in flight too, freeing the run's queue at once.
                     await self.queue.client.cancel_job(execution.id, conn=tx.conn)
-                await tx.enqueue("runFinished", {"id": run_id})
+                await tx.enqueue(RunFinished(id=run_id))
         return await self.get_run(environment, run_id)
 
     async def record_status(
-        self, conn: AsyncConnection[Any], run_id: str, status: str, detail: Any = None
+        self, conn: Connection, run_id: str, status: str, detail: Json = None
     ) -> None:
         await conn.execute(
             self._sql.record_status,
@@ -272,28 +282,27 @@ class RunService:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def get_run(self, environment: Environment, run_id: str) -> dict[str, Any] | None:
+    async def get_run(self, environment: Environment, run_id: str) -> Run | None:
         """The run with its status history, or None if this environment has no such run."""
-        async with (
-            self.queue.client.pool.connection() as conn,
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.execute(self._sql.get_run, (run_id, environment.id))
-            run: dict[str, Any] | None = await cur.fetchone()
+        async with self.database.connection() as conn:
+            async with conn.cursor(row_factory=class_row(Run)) as cur:
+                await cur.execute(self._sql.get_run, (run_id, environment.id))
+                run = await cur.fetchone()
             if run is None:
                 return run
-            await cur.execute(self._sql.run_statuses, (run_id,))
-            run["statuses"] = await cur.fetchall()
-            return run
+            async with conn.cursor(row_factory=class_row(RunStatus)) as history:
+                await history.execute(self._sql.run_statuses, (run_id,))
+                statuses = await history.fetchall()
+        return replace(run, statuses=tuple(statuses))
 
     async def _latest_version(
-        self, conn: AsyncConnection[Any], environment: Environment, job_slug: str
-    ) -> dict[str, Any]:
-        async with conn.cursor(row_factory=dict_row) as cur:
+        self, conn: Connection, environment: Environment, job_slug: str
+    ) -> JobVersion:
+        async with conn.cursor(row_factory=class_row(JobVersion)) as cur:
             await cur.execute(
                 self._sql.latest_job_version, (environment.project_id, job_slug, environment.id)
             )
-            version: dict[str, Any] | None = await cur.fetchone()
+            version = await cur.fetchone()
         if version is None:
             raise JobNotFoundError(job_slug)
         return version

@@ -1,5 +1,6 @@
 """The jobs service assembled: one WorkerQueue over the trigger.dev catalog, with the handlers
-of runs, executions, notifications, events and endpoints, sharing one `Outbound` (the HTTP
+of runs, executions, notifications, events and endpoints. Each part is handed the queue (for
+transactions and jobs), the one `Database` (connections and SQL) and the one `Outbound` (the HTTP
 client and network policy of every call to a user's URL)."""
 
 from __future__ import annotations
@@ -7,6 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from kongflow.jobs.catalog import (
+    QUEUE_LIMITS,
+    TRIGGER_CATALOG,
+    DeliverRunSubscription,
+    PerformRunExecution,
+)
+from kongflow.jobs.database import Database
 from kongflow.jobs.endpoints import EndpointService
 from kongflow.jobs.environments import EnvironmentService
 from kongflow.jobs.events import EventService
@@ -18,7 +26,6 @@ from kongflow.jobs.schema import ALL_COMPONENTS
 from kongflow.queue.client import Client
 from kongflow.queue.tasks import ExponentialBackoff, RetryPolicy
 from kongflow.workerqueue import RecurringTask, TaskDefinition, WorkerQueue
-from kongflow.workerqueue.catalog import QUEUE_LIMITS, TRIGGER_CATALOG
 
 FAIL_STALLED_RUNS = "jobs.failStalledRuns"
 _EXECUTION_BACKOFF = ExponentialBackoff(base=2, max_exponent=8)
@@ -63,14 +70,14 @@ class JobsOptions:
 def jobs_catalog(options: JobsOptions) -> dict[str, TaskDefinition[Any]]:
     """The trigger.dev catalog with the retry policy of executions and webhooks set."""
     catalog = dict(TRIGGER_CATALOG)
-    catalog["performRunExecution"] = replace(
-        catalog["performRunExecution"],
+    catalog[PerformRunExecution.task] = replace(
+        catalog[PerformRunExecution.task],
         max_attempts=options.execution_attempts,
         retry=options.execution_retry,
         timeout=options.request_timeout + 60,
     )
-    catalog["deliverRunSubscription"] = replace(
-        catalog["deliverRunSubscription"],
+    catalog[DeliverRunSubscription.task] = replace(
+        catalog[DeliverRunSubscription.task],
         max_attempts=options.webhook_attempts,
         retry=options.webhook_retry,
         timeout=options.webhook_timeout + 30,
@@ -97,24 +104,31 @@ class JobsService:
         options = self.options
         self.outbound = Outbound(options.network, timeout=options.ping_timeout)
         worker_options.setdefault("queue_limits", QUEUE_LIMITS)
-        self.queue = WorkerQueue(jobs_catalog(options), client=self.client, **worker_options)
+        self.queue = queue = WorkerQueue(
+            jobs_catalog(options), client=self.client, **worker_options
+        )
+        self.database = db = Database(self.client)
         self.environments = EnvironmentService(self.client)
-        self.runs = RunService(self.queue, self.outbound)
+        self.runs = RunService(queue, db, self.outbound)
         self.execution = RunExecution(
+            queue,
+            db,
             self.runs,
             self.outbound,
             options.request_timeout,
             answer_limit=options.endpoint_answer_limit,
         )
         self.notifications = RunNotifications(
-            self.runs,
+            queue,
+            db,
             self.outbound,
             options.webhook_timeout,
             answer_limit=options.webhook_answer_limit,
         )
-        self.events = EventService(self.runs)
+        self.events = EventService(queue, db, self.runs)
         self.endpoints = EndpointService(
-            self.queue,
+            queue,
+            db,
             self.outbound,
             answer_limit=options.endpoint_answer_limit,
             timeout=options.ping_timeout,

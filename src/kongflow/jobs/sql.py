@@ -1,4 +1,5 @@
-"""The jobs service's SQL, in one place (parameterised; the schema name is validated)."""
+"""The jobs service's SQL, in one place (parameterised; the schema name is validated). A query
+read into a row model (`jobs.rows`) selects exactly that model's columns."""
 
 from __future__ import annotations
 
@@ -70,6 +71,18 @@ _ENVIRONMENT_COLUMNS = (
     "e.id, e.slug, e.type, e.api_key, e.project_id, p.slug as project_slug,"
     " p.name as project_name, e.organization_id, o.slug as organization_slug,"
     " o.title as organization_title"
+)
+
+_ENDPOINT_COLUMNS = "id, environment_id, slug, url, indexed_at, created_at, updated_at"
+
+_EVENT_COLUMNS = (
+    'id, environment_id, event_id, name, source, payload, context, is_test, "timestamp",'
+    " deliver_at, delivered_at, created_at"
+)
+
+_VERSION_COLUMNS = (
+    "j.id as job_id, j.slug as job_slug, v.id as version_id, v.version, v.endpoint_id,"
+    " v.environment_id, v.event_names[1] as event_name, v.event_source, v.event_filter"
 )
 
 _RUN_COLUMNS = (
@@ -152,12 +165,11 @@ def jobs_sql(schema: str) -> JobsSQL:
         upsert_endpoint=(
             f"insert into {s}.endpoints (environment_id, slug, url) values (%s, %s, %s)"
             " on conflict (environment_id, slug) do update set url = excluded.url,"
-            " updated_at = now() returning id, slug, url, indexed_at, created_at, updated_at"
+            f" updated_at = now() returning {_ENDPOINT_COLUMNS}"
         ),
-        endpoint_by_id=(f"select id, environment_id, slug, url from {s}.endpoints where id = %s"),
+        endpoint_by_id=f"select {_ENDPOINT_COLUMNS} from {s}.endpoints where id = %s",
         list_endpoints=(
-            f"select id, slug, url, indexed_at, created_at, updated_at from {s}.endpoints"
-            " where environment_id = %s order by slug"
+            f"select {_ENDPOINT_COLUMNS} from {s}.endpoints where environment_id = %s order by slug"
         ),
         mark_endpoint_indexed=(
             f"update {s}.endpoints set indexed_at = now(), updated_at = now() where id = %s"
@@ -177,39 +189,41 @@ def jobs_sql(schema: str) -> JobsSQL:
             " registered_at = now() returning id"
         ),
         latest_job_version=(
-            "select j.id as job_id, j.slug as job_slug, v.id as version_id, v.version,"
-            " v.endpoint_id, v.event_names[1] as event_name, v.event_source"
+            f"select {_VERSION_COLUMNS}"
             f" from {s}.job_definitions j join {s}.job_versions v on v.job_id = j.id"
             " where j.project_id = %s and j.slug = %s and v.environment_id = %s"
             " order by v.registered_at desc limit 1"
         ),
         version_by_id=(
-            "select v.job_id, v.id as version_id, v.endpoint_id, v.environment_id"
-            f" from {s}.job_versions v where v.id = %s"
+            f"select {_VERSION_COLUMNS}"
+            f" from {s}.job_versions v join {s}.job_definitions j on j.id = v.job_id"
+            " where v.id = %s"
         ),
         # The latest version of each job in the environment, if enabled and listening to
         # this event.
         matching_versions=(
-            "select id, event_filter from (select distinct on (job_id) id, event_names,"
-            f" event_source, event_filter, enabled from {s}.job_versions"
-            " where environment_id = %s order by job_id, registered_at desc) latest"
-            " where enabled and event_source = %s and %s = any(event_names)"
+            f"select {_VERSION_COLUMNS} from (select distinct on (job_id) * from {s}.job_versions"
+            " where environment_id = %s order by job_id, registered_at desc) v"
+            f" join {s}.job_definitions j on j.id = v.job_id"
+            " where v.enabled and v.event_source = %s and %s = any(v.event_names)"
+            " order by v.job_id"
         ),
         insert_event=(
             f"insert into {s}.event_records (environment_id, event_id, name, source, payload,"
             ' context, is_test, "timestamp", deliver_at)'
             " values (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()),"
             " coalesce(%s, now() + make_interval(secs => %s), now()))"
-            " on conflict (environment_id, event_id) do nothing returning *"
+            f" on conflict (environment_id, event_id) do nothing returning {_EVENT_COLUMNS}"
         ),
         event_by_event_id=(
-            f"select * from {s}.event_records where environment_id = %s and event_id = %s"
+            f"select {_EVENT_COLUMNS} from {s}.event_records"
+            " where environment_id = %s and event_id = %s"
         ),
-        lock_event=f"select * from {s}.event_records where id = %s for update",
+        lock_event=f"select {_EVENT_COLUMNS} from {s}.event_records where id = %s for update",
         mark_event_delivered=(f"update {s}.event_records set delivered_at = now() where id = %s"),
         lock_idempotency_key="select pg_advisory_xact_lock(hashtextextended(%s, 0))",
         run_by_idempotency_key=(
-            f"select r.id, ev.event_id, r.status, j.slug {run_from}"
+            f"select r.id, ev.event_id, r.status, j.slug as job_slug {run_from}"
             " where r.environment_id = %s and r.idempotency_key = %s"
         ),
         insert_run=(
@@ -269,7 +283,7 @@ def jobs_sql(schema: str) -> JobsSQL:
             " and (j.locked_at is not null or j.attempts < j.max_attempts))"
             " returning r.id, coalesce((select j.last_error from"
             f" {s}._jobs j where j.key = 'performRunExecution:' || r.id),"
-            " 'its execution job no longer exists')"
+            " 'its execution job no longer exists') as last_error"
         ),
         set_run_output=f"update {s}.job_runs set output = %s where id = %s",
         insert_subscription=(

@@ -1,6 +1,13 @@
-"""The worker queue service: typed tasks over the engine, and trigger.dev's v2 catalog."""
+"""The worker queue service: typed tasks over the engine (trigger.dev's v2 catalog is the jobs
+service's, in kongflow.jobs.catalog)."""
 
-from kongflow.workerqueue.queue import Catalog, Transaction, WorkerQueue
+from kongflow.workerqueue.queue import (
+    Catalog,
+    EnqueueOptions,
+    TaskPayload,
+    Transaction,
+    WorkerQueue,
+)
 from kongflow.workerqueue.task import (
     CronPayload,
     InvalidPayloadError,
@@ -13,10 +20,12 @@ from kongflow.workerqueue.task import (
 __all__ = [
     "Catalog",
     "CronPayload",
+    "EnqueueOptions",
     "InvalidPayloadError",
     "NoHandlerError",
     "RecurringTask",
     "TaskDefinition",
+    "TaskPayload",
     "Transaction",
     "UnknownTaskError",
     "WorkerQueue",

@@ -1,7 +1,8 @@
 """The worker queue: a typed catalog over the engine (trigger.dev's ZodWorker).
 
 Payloads are validated when enqueued and again when run; queue names and job keys may derive from
-the payload; enqueue can join the caller's transaction.
+the payload; enqueue can join the caller's transaction. A payload model that names its task
+(`TaskPayload`) is enqueued as it is, so a renamed field or task fails type checking, not a job.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, TypedDict, overload
 
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
+from typing_extensions import Unpack
 
 from kongflow.queue.client import AnyConnection, Client
 from kongflow.queue.cron import CronItem
@@ -32,6 +34,30 @@ from kongflow.workerqueue.task import (
 )
 
 Catalog = Mapping[str, TaskDefinition[Any]]
+
+
+class TaskPayload(BaseModel):
+    """A payload model that knows its task: `await queue.enqueue(StartRun(id=run_id))`.
+
+    Subclasses set `task` to the catalog identifier they are the payload of; a base shared by
+    several tasks leaves it unset and cannot be enqueued by itself."""
+
+    task: ClassVar[str]
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """Per-call enqueue options (they beat the task's defaults, see TaskDefinition)."""
+
+    run_at: datetime | None
+    priority: int | None
+    queue_name: str | None
+    job_key: str | None
+    job_key_mode: JobKeyMode | None
+    max_attempts: int | None
+    flags: Sequence[str] | None
+
+
+_NO_PAYLOAD: Any = object()
 
 
 class WorkerQueue:
@@ -128,10 +154,29 @@ class WorkerQueue:
             raise InvalidPayloadError(identifier, exc) from None
         return model
 
+    @overload
+    async def enqueue(
+        self,
+        identifier: TaskPayload,
+        *,
+        tx: AnyConnection | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Job: ...
+
+    @overload
     async def enqueue(
         self,
         identifier: str,
         payload: Any,
+        *,
+        tx: AnyConnection | None = None,
+        **options: Unpack[EnqueueOptions],
+    ) -> Job: ...
+
+    async def enqueue(
+        self,
+        identifier: str | TaskPayload,
+        payload: Any = _NO_PAYLOAD,
         *,
         tx: AnyConnection | None = None,
         run_at: datetime | None = None,
@@ -142,8 +187,16 @@ class WorkerQueue:
         max_attempts: int | None = None,
         flags: Sequence[str] | None = None,
     ) -> Job:
-        """Validate and enqueue; `tx` joins the caller's transaction."""
-        model = self.validate(identifier, payload)
+        """Validate and enqueue; `tx` joins the caller's transaction. Either a task's payload
+        model (`enqueue(StartRun(id=...))`) or an identifier and its payload as data."""
+        if isinstance(identifier, TaskPayload):
+            if payload is not _NO_PAYLOAD:
+                raise TypeError("a TaskPayload names its task: pass it alone, without a payload")
+            identifier, model = self._typed(identifier)
+        elif payload is _NO_PAYLOAD:
+            raise TypeError(f"enqueue({identifier!r}) needs a payload")
+        else:
+            model = self.validate(identifier, payload)
         if identifier not in self.handlers:
             raise NoHandlerError(identifier)
         definition = self.catalog[identifier]
@@ -159,6 +212,21 @@ class WorkerQueue:
             flags=flags if flags is not None else definition.flags,
             conn=tx,
         )
+
+    def _typed(self, payload: TaskPayload) -> tuple[str, BaseModel]:
+        """The task a payload model names, checked against the catalog's model for it."""
+        identifier = getattr(type(payload), "task", None)
+        if not isinstance(identifier, str):
+            raise TypeError(f"{type(payload).__name__} names no task (it has no `task`)")
+        definition = self.catalog.get(identifier)
+        if definition is None:
+            raise UnknownTaskError(identifier, list(self.catalog))
+        if not isinstance(payload, definition.payload):
+            raise TypeError(
+                f"task {identifier!r} takes a {definition.payload.__name__}, "
+                f"not a {type(payload).__name__}"
+            )
+        return identifier, payload
 
     async def dequeue(self, job_key: str, *, tx: AnyConnection | None = None) -> Job | None:
         """Remove the pending job with this key (a running one will not be retried)."""
@@ -201,7 +269,25 @@ class Transaction:
         self.queue = queue
         self.conn = conn
 
-    async def enqueue(self, identifier: str, payload: Any, **options: Any) -> Job:
+    @overload
+    async def enqueue(self, identifier: TaskPayload, **options: Unpack[EnqueueOptions]) -> Job: ...
+
+    @overload
+    async def enqueue(
+        self, identifier: str, payload: Any, **options: Unpack[EnqueueOptions]
+    ) -> Job: ...
+
+    async def enqueue(
+        self,
+        identifier: str | TaskPayload,
+        payload: Any = _NO_PAYLOAD,
+        **options: Unpack[EnqueueOptions],
+    ) -> Job:
+        """`await tx.enqueue(StartRun(id=run_id))`, or `tx.enqueue("startRun", {"id": ...})`."""
+        if isinstance(identifier, TaskPayload):
+            if payload is not _NO_PAYLOAD:
+                raise TypeError("a TaskPayload names its task: pass it alone, without a payload")
+            return await self.queue.enqueue(identifier, tx=self.conn, **options)
         return await self.queue.enqueue(identifier, payload, tx=self.conn, **options)
 
     async def dequeue(self, job_key: str) -> Job | None:

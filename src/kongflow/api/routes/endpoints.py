@@ -11,6 +11,7 @@ from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import CreateEndpointBody
 from kongflow.jobs.endpoint_api import EndpointError
 from kongflow.jobs.environments import check_slug
+from kongflow.jobs.rows import Endpoint
 from kongflow.protocol import iso_time
 
 router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
@@ -34,12 +35,12 @@ async def list_endpoints(env: Env, jobs: Jobs) -> list[dict[str, Any]]:
     return [endpoint_body(e) for e in await jobs.endpoints.list_endpoints(env)]
 
 
-def endpoint_body(endpoint: dict[str, Any]) -> dict[str, Any]:
+def endpoint_body(endpoint: Endpoint) -> dict[str, str | None]:
     return {
-        "id": endpoint["id"],
-        "slug": endpoint["slug"],
-        "url": endpoint["url"],
-        "indexedAt": iso_time(endpoint["indexed_at"]),
-        "createdAt": iso_time(endpoint["created_at"]),
-        "updatedAt": iso_time(endpoint["updated_at"]),
+        "id": endpoint.id,
+        "slug": endpoint.slug,
+        "url": endpoint.url,
+        "indexedAt": iso_time(endpoint.indexed_at),
+        "createdAt": iso_time(endpoint.created_at),
+        "updatedAt": iso_time(endpoint.updated_at),
     }

@@ -32,11 +32,11 @@ async def send_event(body: SendEventBody, env: Env, jobs: Jobs) -> dict[str, Any
         ),
     )
     return {
-        "id": event["event_id"],
-        "name": event["name"],
-        "payload": event["payload"],
-        "context": event["context"],
-        "timestamp": event["timestamp"].isoformat(),
-        "deliverAt": iso_time(event["deliver_at"]),
-        "deliveredAt": iso_time(event["delivered_at"]),
+        "id": event.event_id,
+        "name": event.name,
+        "payload": event.payload,
+        "context": event.context,
+        "timestamp": event.timestamp.isoformat(),
+        "deliverAt": iso_time(event.deliver_at),
+        "deliveredAt": iso_time(event.delivered_at),
     }

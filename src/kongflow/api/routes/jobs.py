@@ -60,7 +60,7 @@ async def invoke_job(
     return JSONResponse(queued_run(queued), 202 if created else 200)
 
 
-def queued_run(queued: QueuedRun) -> dict[str, Any]:
+def queued_run(queued: QueuedRun) -> dict[str, str]:
     return {
         "id": queued.run_id,
         "runId": queued.run_id,

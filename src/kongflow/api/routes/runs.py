@@ -10,6 +10,7 @@ from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import PathId, RunTaskBody
 from kongflow.jobs.environments import Environment
+from kongflow.jobs.rows import Json, Run
 from kongflow.jobs.runs import TERMINAL
 from kongflow.jobs.service import JobsService
 from kongflow.protocol import iso_time
@@ -26,10 +27,9 @@ async def get_run(run_id: PathId, env: Env, jobs: Jobs) -> dict[str, Any]:
 async def run_statuses(run_id: PathId, env: Env, jobs: Jobs) -> dict[str, Any]:
     run = await found_run(jobs, env, run_id)
     return {
-        "run": {"id": run["id"], "status": run["status"], "output": run["output"]},
+        "run": {"id": run.id, "status": run.status, "output": run.output},
         "statuses": [
-            {"status": s["status"], "at": s["at"].isoformat(), "detail": s["detail"]}
-            for s in run["statuses"]
+            {"status": s.status, "at": s.at.isoformat(), "detail": s.detail} for s in run.statuses
         ],
     }
 
@@ -48,8 +48,8 @@ async def run_task(run_id: PathId, body: RunTaskBody, env: Env, jobs: Jobs) -> d
     """What trigger.dev's v2 SDK calls for io tasks. kongflow runs jobs without io tasks,
     but completes the no-op ones (io.logger) so that jobs which log still run."""
     run = await found_run(jobs, env, run_id)
-    if run["status"] in TERMINAL:
-        raise HTTPException(409, f"run {run_id} is {run['status']}: it takes no more tasks")
+    if run.status in TERMINAL:
+        raise HTTPException(409, f"run {run_id} is {run.status}: it takes no more tasks")
     if not body.noop:
         raise HTTPException(
             422,
@@ -67,28 +67,28 @@ async def run_task(run_id: PathId, body: RunTaskBody, env: Env, jobs: Jobs) -> d
     }
 
 
-async def found_run(jobs: JobsService, env: Environment, run_id: str) -> dict[str, Any]:
+async def found_run(jobs: JobsService, env: Environment, run_id: str) -> Run:
     run = await jobs.runs.get_run(env, run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r} in this environment")
     return run
 
 
-def run_body(run: dict[str, Any]) -> dict[str, Any]:
+def run_body(run: Run) -> dict[str, Json]:
     return {
-        "id": run["id"],
-        "jobId": run["job_slug"],
-        "version": run["version"],
-        "number": run["number"],
-        "status": run["status"],
-        "isTest": run["is_test"],
-        "output": run["output"],
-        "eventId": run["event_id"],
-        "createdAt": iso_time(run["created_at"]),
-        "queuedAt": iso_time(run["queued_at"]),
-        "startedAt": iso_time(run["started_at"]),
-        "completedAt": iso_time(run["completed_at"]),
-        "updatedAt": iso_time(run["updated_at"]),
-        "executionCount": run["execution_count"],
-        "executionDurationInMs": run["execution_duration_ms"],
+        "id": run.id,
+        "jobId": run.job_slug,
+        "version": run.version,
+        "number": run.number,
+        "status": run.status,
+        "isTest": run.is_test,
+        "output": run.output,
+        "eventId": run.event_id,
+        "createdAt": iso_time(run.created_at),
+        "queuedAt": iso_time(run.queued_at),
+        "startedAt": iso_time(run.started_at),
+        "completedAt": iso_time(run.completed_at),
+        "updatedAt": iso_time(run.updated_at),
+        "executionCount": run.execution_count,
+        "executionDurationInMs": run.execution_duration_ms,
     }

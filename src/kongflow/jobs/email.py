@@ -7,11 +7,10 @@ import os
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from kongflow.jobs.catalog import ScheduleEmail
 from kongflow.queue.tasks import RunningJob
-from kongflow.workerqueue.catalog import ScheduleEmailPayload
 from kongflow.workerqueue.task import TypedHandler
 
 
@@ -51,7 +50,7 @@ class SmtpSettings:
         return cls.from_url(url)
 
 
-def build_message(settings: SmtpSettings, payload: ScheduleEmailPayload) -> EmailMessage:
+def build_message(settings: SmtpSettings, payload: ScheduleEmail) -> EmailMessage:
     message = EmailMessage()
     message["From"] = settings.sender
     message["To"] = payload.to
@@ -62,7 +61,7 @@ def build_message(settings: SmtpSettings, payload: ScheduleEmailPayload) -> Emai
     return message
 
 
-def send_email(settings: SmtpSettings, payload: ScheduleEmailPayload) -> None:
+def send_email(settings: SmtpSettings, payload: ScheduleEmail) -> None:
     with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout) as smtp:
         if settings.starttls:
             smtp.starttls()
@@ -74,7 +73,7 @@ def send_email(settings: SmtpSettings, payload: ScheduleEmailPayload) -> None:
 def email_handler(settings: SmtpSettings) -> TypedHandler:
     """A scheduleEmail handler sending through `settings` (the network call runs in a thread)."""
 
-    async def schedule_email(payload: ScheduleEmailPayload, job: RunningJob) -> Any:
+    async def schedule_email(payload: ScheduleEmail, job: RunningJob) -> dict[str, str]:
         await asyncio.to_thread(send_email, settings, payload)
         return {"to": payload.to}
 
