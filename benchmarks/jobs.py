@@ -26,9 +26,9 @@ from rich.table import Table
 
 from kongflow import embedded
 from kongflow.api import BackgroundServer, create_app
-from kongflow.jobs.outbound import NetworkPolicy
-from kongflow.jobs.service import JobsOptions, JobsService
 from kongflow.sdk.example import example_endpoint
+from kongflow.service.outbound import NetworkPolicy
+from kongflow.service.service import JobsOptions, JobsService
 
 
 async def main() -> None:

@@ -2,10 +2,10 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from kongflow import queue
-from kongflow.queue import *  # noqa: F403 - the engine's public names are kongflow's
+from kongflow import engine
+from kongflow.engine import *  # noqa: F403 - the engine's public names are kongflow's
 
-__all__ = list(queue.__all__)
+__all__ = list(engine.__all__)
 try:
     __version__ = version("kongflow")
 except PackageNotFoundError:  # running from a source tree that was never installed

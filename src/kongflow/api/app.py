@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from kongflow.api.errors import install_error_handlers
 from kongflow.api.guard import RequestGuard
 from kongflow.api.routes import ROUTERS
-from kongflow.jobs.service import JobsService
+from kongflow.service.service import JobsService
 
 
 def create_app(jobs: JobsService) -> FastAPI:

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from kongflow.jobs.environments import Environment
-from kongflow.jobs.service import JobsService
+from kongflow.service.environments import Environment
+from kongflow.service.service import JobsService
 
 
 def _jobs(request: Request) -> JobsService:

@@ -1,6 +1,6 @@
 """How the API answers what goes wrong: always JSON `{"error": "..."}` with a status that says
 whose fault it is, and the OpenAPI documentation of those statuses (every route documents the
-ones it answers, and only those: tests/test_api_contract.py holds it to that)."""
+ones it answers, and only those: tests/api/test_api_contract.py holds it to that)."""
 
 from __future__ import annotations
 

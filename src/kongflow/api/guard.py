@@ -17,7 +17,7 @@ from psycopg_pool import PoolTimeout
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kongflow.jobs.environments import Environment
+from kongflow.service.environments import Environment
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 64

@@ -11,12 +11,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kongflow.cli.common import DatabaseUrl, Schema, console, err, fail, with_client
-from kongflow.queue.client import Client
-from kongflow.queue.cron import parse_duration
-from kongflow.queue.errors import InvalidJobError
-from kongflow.queue.maintenance import MaintenanceOptions, cleanup_jobs
-from kongflow.queue.models import Job
-from kongflow.queue.sql import engine_sql
+from kongflow.engine.client import Client
+from kongflow.engine.cron import parse_duration
+from kongflow.engine.errors import InvalidJobError
+from kongflow.engine.maintenance import MaintenanceOptions, cleanup_jobs
+from kongflow.engine.models import Job
+from kongflow.engine.sql import engine_sql
 from kongflow.settings import DEFAULT_SCHEMA
 
 queues_app = typer.Typer(help="Queues: jobs by state, limits, pause and resume.")

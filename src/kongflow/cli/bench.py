@@ -1,5 +1,5 @@
-"""`kongflow bench`: the engine's benchmarks (kongflow.bench) with progress bars, a table, and
-JSON for keeping or comparing runs."""
+"""`kongflow bench`: the engine's benchmarks (kongflow.engine.benchmark) with progress bars,
+a table, and JSON for keeping or comparing runs."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kongflow import bench
 from kongflow.cli.common import DatabaseUrl, connect_url, console, run_db
+from kongflow.engine import benchmark as bench
 
 Measure = Callable[[bench.Progress], Awaitable[bench.Figure]]
 

@@ -14,9 +14,9 @@ from psycopg_pool import PoolTimeout
 from rich.console import Console
 
 from kongflow import embedded
-from kongflow.jobs.schema import ALL_COMPONENTS
-from kongflow.queue.client import Client
-from kongflow.queue.migrate import MigrationError
+from kongflow.engine.client import Client
+from kongflow.engine.migrate import MigrationError
+from kongflow.service.schema import ALL_COMPONENTS
 from kongflow.settings import mask_url, validate_schema
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ from kongflow.cli.common import (
     run_db,
     start_embedded,
 )
-from kongflow.jobs.schema import migrate_service
+from kongflow.service.schema import migrate_service
 from kongflow.settings import DEFAULT_SCHEMA
 
 app = typer.Typer(help="Manage the embedded PostgreSQL (used when DATABASE_URL is unset).")

@@ -25,9 +25,9 @@ from kongflow.cli.serve import listen_api, stop_signals
 from kongflow.settings import DEFAULT_SCHEMA, mask_url
 
 if TYPE_CHECKING:  # the service, API and SDK load only when `dev` runs, not for every command
-    from kongflow.jobs.environments import Environment
-    from kongflow.jobs.rows import RunStatus
-    from kongflow.jobs.service import JobsService
+    from kongflow.service.environments import Environment
+    from kongflow.service.rows import RunStatus
+    from kongflow.service.service import JobsService
 
 
 def dev(
@@ -48,9 +48,9 @@ def dev(
 
 async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concurrency: int) -> None:
     from kongflow.api import BackgroundServer
-    from kongflow.jobs.outbound import NetworkPolicy
-    from kongflow.jobs.service import JobsOptions, JobsService
     from kongflow.sdk.example import example_endpoint
+    from kongflow.service.outbound import NetworkPolicy
+    from kongflow.service.service import JobsOptions, JobsService
 
     stop = stop_signals()
     # Development: endpoints run on this machine or its private network.
@@ -99,7 +99,7 @@ def _welcome(db_url: str, env: Environment, api: str, endpoint_url: str, slug: s
 
 async def _demo(jobs: JobsService, env: Environment) -> None:
     """Test hello-world once indexing has registered it, and follow the run to its end."""
-    from kongflow.jobs.runs import TERMINAL, JobNotFoundError
+    from kongflow.service.runs import TERMINAL, JobNotFoundError
 
     for _ in range(100):
         try:

@@ -11,13 +11,13 @@ from typing import Annotated
 import typer
 
 from kongflow.cli.common import DatabaseUrl, Schema, console, fail, with_client
-from kongflow.jobs.environments import (
+from kongflow.engine.client import Client
+from kongflow.service.environments import (
     ENVIRONMENT_SLUGS,
     Environment,
     EnvironmentService,
     RotatedKey,
 )
-from kongflow.queue.client import Client
 from kongflow.settings import DEFAULT_SCHEMA
 
 app = typer.Typer(help="Runtime environments and their API keys.", no_args_is_help=True)

@@ -24,8 +24,8 @@ from kongflow.settings import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:  # the service and API load only when a command runs them
     from kongflow.api import BackgroundServer
-    from kongflow.jobs.outbound import NetworkPolicy
-    from kongflow.jobs.service import JobsService
+    from kongflow.service.outbound import NetworkPolicy
+    from kongflow.service.service import JobsService
 
 AllowNetwork = Annotated[
     list[str] | None,
@@ -65,7 +65,7 @@ def serve(
 def network_policy(allow_networks: list[str]) -> NetworkPolicy:
     """The strict policy opened to `allow_networks`; a clear error for one that is not a
     network."""
-    from kongflow.jobs.outbound import NetworkPolicy
+    from kongflow.service.outbound import NetworkPolicy
 
     try:
         return NetworkPolicy.strict(allow_networks)
@@ -83,7 +83,7 @@ async def _serve(
     concurrency: int,
     network: NetworkPolicy,
 ) -> None:
-    from kongflow.jobs.service import JobsOptions, JobsService
+    from kongflow.service.service import JobsOptions, JobsService
 
     stop = stop_signals()
     options = JobsOptions(network=network)

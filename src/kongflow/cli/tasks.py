@@ -12,12 +12,12 @@ from rich.table import Table
 from kongflow.cli.common import console
 
 if TYPE_CHECKING:  # the catalog (pydantic models) loads only when asked for
-    from kongflow.workerqueue.task import TypedHandler
+    from kongflow.typed.task import TypedHandler
 
 
 def catalog_handlers() -> dict[str, TypedHandler]:
     """The handlers this installation registers for trigger.dev's catalog."""
-    from kongflow.jobs.email import SmtpSettings, email_handler
+    from kongflow.service.email import SmtpSettings, email_handler
 
     handlers: dict[str, TypedHandler] = {}
     if os.environ.get("KONGFLOW_SMTP_URL"):
@@ -29,7 +29,7 @@ def tasks(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List trigger.dev's task catalog: queue, priority, attempts, timeout, handler."""
-    from kongflow.jobs.catalog import TRIGGER_CATALOG
+    from kongflow.service.catalog import TRIGGER_CATALOG
 
     handlers = catalog_handlers()
     rows = [

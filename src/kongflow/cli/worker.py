@@ -26,9 +26,9 @@ from kongflow.cli.common import (
     freeze_startup_heap,
     run_db,
 )
-from kongflow.queue.cron import CrontabError, parse_crontab, parse_duration
-from kongflow.queue.maintenance import MaintenanceOptions
-from kongflow.queue.worker import Worker
+from kongflow.engine.cron import CrontabError, parse_crontab, parse_duration
+from kongflow.engine.maintenance import MaintenanceOptions
+from kongflow.engine.worker import Worker
 from kongflow.settings import DEFAULT_SCHEMA
 
 
@@ -161,7 +161,7 @@ def worker(
     configure_logging(log_level, log_format)
     metrics = None
     if metrics_port is not None:
-        from kongflow.queue.metrics import Metrics  # prometheus_client, only when asked for
+        from kongflow.engine.metrics import Metrics  # prometheus_client, only when asked for
 
         metrics = Metrics()
     url = connect_url(database_url)

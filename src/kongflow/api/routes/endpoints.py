@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import CreateEndpointBody
-from kongflow.jobs.endpoint_api import EndpointError
-from kongflow.jobs.environments import check_slug
-from kongflow.jobs.rows import Endpoint
 from kongflow.protocol import iso_time
+from kongflow.service.endpoint_api import EndpointError
+from kongflow.service.environments import check_slug
+from kongflow.service.rows import Endpoint
 
 router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import SendEventBody
-from kongflow.jobs.runs import NewEvent
 from kongflow.protocol import iso_time
+from kongflow.service.runs import NewEvent
 
 router = APIRouter(tags=["events"])
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import MAX_ID_LENGTH, InvokeBody, PathId, TestJobBody
-from kongflow.jobs.runs import IdempotencyKeyReused, JobNotFoundError, QueuedRun
+from kongflow.service.runs import IdempotencyKeyReused, JobNotFoundError, QueuedRun
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 

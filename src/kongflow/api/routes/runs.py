@@ -9,11 +9,11 @@ from fastapi import APIRouter, HTTPException
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import PathId, RunTaskBody
-from kongflow.jobs.environments import Environment
-from kongflow.jobs.rows import Json, Run
-from kongflow.jobs.runs import TERMINAL
-from kongflow.jobs.service import JobsService
 from kongflow.protocol import iso_time
+from kongflow.service.environments import Environment
+from kongflow.service.rows import Json, Run
+from kongflow.service.runs import TERMINAL
+from kongflow.service.service import JobsService
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 

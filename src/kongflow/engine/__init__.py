@@ -1,0 +1,26 @@
+"""The job engine: schema and migrations, enqueue and administration, and the worker."""
+
+from kongflow.engine.client import Client
+from kongflow.engine.errors import InvalidJobError, KongflowError, PermanentFailure, Snooze
+from kongflow.engine.hooks import WorkerHooks
+from kongflow.engine.models import Job, JobSpec
+from kongflow.engine.settings import WorkerSettings
+from kongflow.engine.tasks import ExponentialBackoff, FixedBackoff, RunningJob, Task
+from kongflow.engine.worker import Worker
+
+__all__ = [
+    "Client",
+    "ExponentialBackoff",
+    "FixedBackoff",
+    "InvalidJobError",
+    "Job",
+    "JobSpec",
+    "KongflowError",
+    "PermanentFailure",
+    "RunningJob",
+    "Snooze",
+    "Task",
+    "Worker",
+    "WorkerHooks",
+    "WorkerSettings",
+]

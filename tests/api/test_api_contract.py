@@ -1,0 +1,123 @@
+"""The OpenAPI schema is a contract both ways: every status a route documents is one it really
+answers (each is produced here, against the real stack), and the answers it gives are
+documented."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from kongflow.api.guard import MAX_BODY_BYTES
+from tests.support.jobs_stack import ENDPOINT_SLUG, Stack, jobs_stack
+
+
+@pytest.fixture
+async def stack(database_url: str, schema: str) -> AsyncIterator[Stack]:
+    async with jobs_stack(database_url, schema) as stack:
+        yield stack
+
+
+class Recorder:
+    """Sends requests and notes, per route template, the statuses that came back."""
+
+    def __init__(self, stack: Stack, templates: list[tuple[str, str]]) -> None:
+        self.stack = stack
+        self.seen: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._routes = [
+            (method, template, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"))
+            for method, template in templates
+        ]
+
+    async def __call__(self, method: str, path: str, **options: Any) -> int:
+        response = await self.stack.api.request(method, path, **options)
+        for route_method, template, pattern in self._routes:
+            if route_method == method.lower() and pattern.match(path.split("?")[0]):
+                self.seen[(route_method, template)].add(str(response.status_code))
+                break
+        else:
+            raise AssertionError(f"no documented route for {method} {path}")
+        return response.status_code
+
+
+async def test_every_documented_status_is_answered_and_every_answer_documented(
+    stack: Stack,
+) -> None:
+    schema = (await stack.api.get("/openapi.json")).json()
+    documented = {
+        (method, path): set(operation["responses"])
+        for path, methods in schema["paths"].items()
+        for method, operation in methods.items()
+    }
+    send = Recorder(stack, list(documented))
+    no_key = {"headers": {"Authorization": ""}}
+    malformed = {"content": b"{nope", "headers": {"content-type": "application/json"}}
+    too_big = {"content": b"x" * (MAX_BODY_BYTES + 1)}
+    long_id = "x" * 300
+    done = await stack.test("echo")
+    await stack.run(done)
+    other_key = await stack.api.post("/api/v1/jobs/echo/invoke", headers={"idempotency-key": "k"})
+    assert other_key.status_code == 202
+    routes_with_ids = [
+        ("post", "/api/v1/jobs/{}/test", "echo"),
+        ("post", "/api/v1/jobs/{}/invoke", "echo"),
+        ("get", "/api/v1/runs/{}", done),
+        ("get", "/api/v1/runs/{}/statuses", done),
+        ("post", "/api/v1/runs/{}/cancel", done),
+        ("post", "/api/v1/runs/{}/tasks", done),
+    ]
+    for method, path, real in routes_with_ids:
+        await send(method, path.format(real), **no_key)
+        await send(method, path.format(real), **malformed)
+        await send(method, path.format(real), **too_big)
+        await send(method, path.format(long_id))
+        body = {"idempotencyKey": "t"} if path.endswith("tasks") else None
+        await send(method, path.format("nope"), json=body)
+    for method, path in [("post", "/api/v1/events"), ("post", "/api/v1/endpoints")]:
+        await send(method, path, **no_key)
+        await send(method, path, **malformed)
+        await send(method, path, **too_big)
+    await send("get", "/api/v1/endpoints", **no_key)
+    await send("get", "/api/v1/endpoints", **malformed)
+    await send("get", "/api/v1/endpoints", **too_big)
+    # The successes, and the route-specific errors.
+    await send("post", "/api/v1/jobs/echo/test", json={"payload": {"a": 1}})
+    await send("post", "/api/v1/jobs/echo/invoke", json={})
+    await send("post", "/api/v1/jobs/echo/invoke", headers={"idempotency-key": "k"})  # 200
+    await send("post", "/api/v1/jobs/boom/invoke", headers={"idempotency-key": "k"})  # 409
+    await send("get", f"/api/v1/runs/{done}")
+    await send("get", f"/api/v1/runs/{done}/statuses")
+    await send("post", f"/api/v1/runs/{done}/cancel")
+    await send("post", f"/api/v1/runs/{done}/tasks", json={"idempotencyKey": "t", "noop": True})
+    gated = await stack.test("gate")
+    await stack.executing(gated)
+    await send("post", f"/api/v1/runs/{gated}/tasks", json={"idempotencyKey": "a", "noop": True})
+    await send("post", f"/api/v1/runs/{gated}/tasks", json={"idempotencyKey": "b"})  # 422
+    stack.release.set()
+    await send("post", "/api/v1/events", json={"event": {"name": "test.echo"}})
+    await send("post", "/api/v1/endpoints", json={"slug": ENDPOINT_SLUG, "url": stack.endpoint_url})
+    await send("post", "/api/v1/endpoints", json={"slug": "down", "url": "http://127.0.0.1:9"})
+    await send("get", "/api/v1/endpoints")
+    await send("get", "/health")
+    # The database goes away: every route says so.
+    await stack.run(gated)
+    await stack.jobs.queue.stop(5)
+    await stack.jobs.client.pool.close()
+    for method, path, real in routes_with_ids:
+        body = {"idempotencyKey": "t"} if path.endswith("tasks") else None
+        await send(method, path.format(real), json=body)
+    await send("post", "/api/v1/events", json={"event": {"name": "test.echo"}})
+    await send("post", "/api/v1/endpoints", json={"slug": ENDPOINT_SLUG, "url": stack.endpoint_url})
+    await send("get", "/api/v1/endpoints")
+    await send("get", "/health")
+
+    for route, statuses in documented.items():
+        assert statuses <= send.seen[route], f"{route}: documented, never answered: " + str(
+            sorted(statuses - send.seen[route])
+        )
+        assert send.seen[route] <= statuses, f"{route}: answered, not documented: " + str(
+            sorted(send.seen[route] - statuses)
+        )
