@@ -27,7 +27,7 @@ from rich.table import Table
 from kongflow import embedded
 from kongflow.api import BackgroundServer, create_app
 from kongflow.sdk.example import example_endpoint
-from kongflow.service.outbound import NetworkPolicy
+from kongflow.service.network import NetworkPolicy
 from kongflow.service.service import JobsOptions, JobsService
 
 

@@ -18,21 +18,19 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
+from kongflow.service.network import NetworkPolicy, address_kind, parse_networks
 from kongflow.service.notifications import sign, verify
 from kongflow.service.outbound import (
     AnswerTooLarge,
     BadAnswer,
     KiB,
     MiB,
-    NetworkPolicy,
     Outbound,
     Redirected,
     TimedOut,
     Unreachable,
     UrlRefused,
-    address_kind,
     check_url,
-    parse_networks,
 )
 from kongflow.service.service import JobsOptions
 from tests.support.hostile import SECRET, Hostile, closed_port

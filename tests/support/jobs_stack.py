@@ -23,7 +23,7 @@ from kongflow.api import BackgroundServer, create_app
 from kongflow.engine.tasks import FixedBackoff
 from kongflow.sdk import IO, Context, Endpoint, event_trigger
 from kongflow.service.environments import Environment
-from kongflow.service.outbound import NetworkPolicy
+from kongflow.service.network import NetworkPolicy
 from kongflow.service.runs import TERMINAL
 from kongflow.service.service import JobsOptions, JobsService
 

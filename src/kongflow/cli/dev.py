@@ -49,7 +49,7 @@ def dev(
 async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concurrency: int) -> None:
     from kongflow.api import BackgroundServer
     from kongflow.sdk.example import example_endpoint
-    from kongflow.service.outbound import NetworkPolicy
+    from kongflow.service.network import NetworkPolicy
     from kongflow.service.service import JobsOptions, JobsService
 
     stop = stop_signals()

@@ -24,7 +24,7 @@ from kongflow.settings import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:  # the service and API load only when a command runs them
     from kongflow.api import BackgroundServer
-    from kongflow.service.outbound import NetworkPolicy
+    from kongflow.service.network import NetworkPolicy
     from kongflow.service.service import JobsService
 
 AllowNetwork = Annotated[
@@ -65,7 +65,7 @@ def serve(
 def network_policy(allow_networks: list[str]) -> NetworkPolicy:
     """The strict policy opened to `allow_networks`; a clear error for one that is not a
     network."""
-    from kongflow.service.outbound import NetworkPolicy
+    from kongflow.service.network import NetworkPolicy
 
     try:
         return NetworkPolicy.strict(allow_networks)

@@ -17,7 +17,8 @@ from kongflow.engine.tasks import RunningJob
 from kongflow.service.catalog import PerformRunExecution, RunFinished, StartRun
 from kongflow.service.database import Connection, Database
 from kongflow.service.environments import Environment
-from kongflow.service.outbound import NetworkPolicy, Outbound, Unreachable, check_url
+from kongflow.service.network import NetworkPolicy
+from kongflow.service.outbound import Outbound, Unreachable, check_url
 from kongflow.service.rows import (
     EventRecord,
     IdempotentRun,

@@ -21,8 +21,9 @@ from kongflow.service.endpoints import EndpointService
 from kongflow.service.environments import EnvironmentService
 from kongflow.service.events import EventService
 from kongflow.service.execution import RunExecution
+from kongflow.service.network import NetworkPolicy
 from kongflow.service.notifications import RunNotifications
-from kongflow.service.outbound import KiB, MiB, NetworkPolicy, Outbound
+from kongflow.service.outbound import KiB, MiB, Outbound
 from kongflow.service.runs import RunService
 from kongflow.service.schema import ALL_COMPONENTS
 from kongflow.typed import RecurringTask, TaskDefinition, WorkerQueue
