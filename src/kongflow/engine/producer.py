@@ -56,6 +56,18 @@ class WakeUps:
             self.wake()
 
 
+def claim_size(
+    concurrency: int, free: int, in_flight: int, backlog: bool, results_backlogged: bool
+) -> int:
+    """How many jobs the next claim asks for, 0 for no claim now: one claim at a time, or up
+    to two in flight while claims come back full (`backlog`), each for up to a third of the
+    slots and never more than are `free`; none while the completer is far behind."""
+    wanted = in_flight == 0 or (backlog and in_flight < _CLAIMS_IN_FLIGHT)
+    if free <= 0 or results_backlogged or not wanted:
+        return 0
+    return min(free, -(-concurrency // _CLAIM_SHARE))
+
+
 class Producer:
     """Claims jobs of `task_names` for the worker `worker_id` and hands each to `start_job` with
     its claim's fence. `running` is the executor's map of running jobs (its size: the slots taken);
@@ -133,11 +145,11 @@ class Producer:
         wakeups = self._wakeups
         free = self._concurrency - len(self._running) - self.claiming - held
         backlogged = self._completer.backlog > 10 * self._concurrency
-        in_flight = self._claims_in_flight
-        wanted = in_flight == 0 or (wakeups.backlog and in_flight < _CLAIMS_IN_FLIGHT)
-        if free > 0 and wanted and not backlogged and not self.stopping:
+        size = claim_size(
+            self._concurrency, free, self._claims_in_flight, wakeups.backlog, backlogged
+        )
+        if size and not self.stopping:
             wakeups.held_back = False
-            size = min(free, -(-self._concurrency // _CLAIM_SHARE))
             self.claiming += size
             self._claims_in_flight += 1
             claim = asyncio.create_task(self._claim_into_slots(size))
