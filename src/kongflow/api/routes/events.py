@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import SendEventBody
-from kongflow.protocol import iso_time
+from kongflow.api.responses import EventAnswer
 from kongflow.service.runs import NewEvent
 
 router = APIRouter(tags=["events"])
 
 
 @router.post("/api/v1/events", status_code=202, responses=documented(*AUTHED))
-async def send_event(body: SendEventBody, env: Env, jobs: Jobs) -> dict[str, Any]:
+async def send_event(body: SendEventBody, env: Env, jobs: Jobs) -> EventAnswer:
     """Store an event and deliver it to the jobs it triggers, now or later."""
     event = await jobs.events.send_event(
         env,
@@ -31,12 +29,4 @@ async def send_event(body: SendEventBody, env: Env, jobs: Jobs) -> dict[str, Any
             deliver_after=body.options.deliver_after,
         ),
     )
-    return {
-        "id": event.event_id,
-        "name": event.name,
-        "payload": event.payload,
-        "context": event.context,
-        "timestamp": event.timestamp.isoformat(),
-        "deliverAt": iso_time(event.deliver_at),
-        "deliveredAt": iso_time(event.delivered_at),
-    }
+    return EventAnswer.of(event)

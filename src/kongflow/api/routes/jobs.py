@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import JSONResponse
@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import MAX_ID_LENGTH, InvokeBody, PathId, TestJobBody
-from kongflow.service.runs import IdempotencyKeyReused, JobNotFoundError, QueuedRun
+from kongflow.api.responses import QueuedRun
+from kongflow.service.runs import IdempotencyKeyReused, JobNotFoundError
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -18,20 +19,21 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 @router.post("/{job_slug}/test", status_code=202, responses=documented(*AUTHED, 404))
 async def submit_test(
     job_slug: PathId, env: Env, jobs: Jobs, body: TestJobBody | None = None
-) -> dict[str, Any]:
+) -> QueuedRun:
     """Test a job: a test event and a run, queued at once."""
     try:
         queued = await jobs.runs.test_job(env, job_slug, (body or TestJobBody()).payload)
     except JobNotFoundError as exc:
         raise HTTPException(404, str(exc)) from None
-    return queued_run(queued)
+    return QueuedRun.of(queued)
 
 
 @router.post(
     "/{job_slug}/invoke",
     status_code=202,
+    response_model=QueuedRun,
     responses=documented(*AUTHED, 404, 409)
-    | {200: {"description": "a repeated idempotency key: the run it created"}},
+    | {200: {"model": QueuedRun, "description": "a repeated idempotency key: its first run"}},
 )
 async def invoke_job(
     job_slug: PathId,
@@ -57,14 +59,5 @@ async def invoke_job(
         raise HTTPException(409, str(exc)) from None
     except ValueError as exc:  # a callback URL the network policy refuses
         raise HTTPException(400, str(exc)) from None
-    return JSONResponse(queued_run(queued), 202 if created else 200)
-
-
-def queued_run(queued: QueuedRun) -> dict[str, str]:
-    return {
-        "id": queued.run_id,
-        "runId": queued.run_id,
-        "eventId": queued.event_id,
-        "status": queued.status,
-        "message": queued.message,
-    }
+    answer = QueuedRun.of(queued).model_dump(by_alias=True)
+    return JSONResponse(answer, 202 if created else 200)
