@@ -15,17 +15,7 @@ import pytest
 
 from kongflow import Client, JobSpec, RunningJob, Task, Worker
 from kongflow.cli.worker import JsonFormatter
-from tests.support.helpers import wait_for_state
-
-
-def q(client: Client, text: str) -> Any:
-    return text.replace("S.", f'"{client.schema}".')
-
-
-async def sql(client: Client, text: str, params: Any = None) -> list[Any]:
-    async with client.pool.connection() as conn:
-        cur = await conn.execute(q(client, text), params)
-        return await cur.fetchall() if cur.description else []
+from tests.support.helpers import in_schema, sql, wait_for_state
 
 
 async def register(client: Client, worker: str) -> None:
@@ -68,11 +58,11 @@ async def test_a_claim_whose_reply_was_lost_is_released_and_runs(
             await psycopg.AsyncConnection.connect(database_url) as other,
             other.transaction(),
         ):
-            cur = await other.execute(q(client, "select id from S.add_job('t')"))
+            cur = await other.execute(in_schema(client, "select id from S.add_job('t')"))
             ((job_id,),) = await cur.fetchall()
             # The worker's claim, run elsewhere: its answer goes nowhere.
             cur = await other.execute(
-                q(client, "select id from S._claim_jobs(%s, 10, array['t'], null, null)"),
+                in_schema(client, "select id from S._claim_jobs(%s, 10, array['t'], null, null)"),
                 (worker.id,),
             )
             assert await cur.fetchall() == [(job_id,)]
@@ -171,11 +161,11 @@ async def test_a_claim_never_waits_for_another_claim_in_flight(
         await psycopg.AsyncConnection.connect(database_url) as holder,
         await psycopg.AsyncConnection.connect(database_url, autocommit=True) as other,
     ):
-        cur = await holder.execute(q(client, claim), ("a", 1))  # its transaction stays open
+        cur = await holder.execute(in_schema(client, claim), ("a", 1))  # its transaction stays open
         assert await cur.fetchall() == [(first.id,)]
         # Waiting on the open claim would end here, with an error, instead of never.
         await other.execute("set statement_timeout = '10s'")
-        cur = await other.execute(q(client, claim), ("b", 10))
+        cur = await other.execute(in_schema(client, claim), ("b", 10))
         taken = [row[0] for row in await cur.fetchall()]
         # Queue y was locked by the first claim, which looked at it: it is skipped, not waited for.
         assert taken == ([others[1].id] if queued else [j.id for j in others])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import psycopg
 import pytest
@@ -16,16 +15,7 @@ from kongflow.engine.hooks import HookSet
 from kongflow.engine.maintenance import Maintenance, MaintenanceOptions
 from kongflow.engine.migrate import channels
 from kongflow.engine.sql import engine_sql
-
-
-def q(client: Client, text: str) -> Any:
-    return text.replace("S.", f'"{client.schema}".')
-
-
-async def sql(client: Client, text: str, params: Any = None) -> list[Any]:
-    async with client.pool.connection() as conn:
-        cur = await conn.execute(q(client, text), params)
-        return await cur.fetchall() if cur.description else []
+from tests.support.helpers import sql
 
 
 async def register(client: Client, worker: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 from kongflow import Client, Job
 
@@ -43,3 +44,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def in_schema(client: Client, text: str) -> Any:
+    """SQL written with `S.` for the client's schema, e.g. `select * from S._jobs`."""
+    return text.replace("S.", f'"{client.schema}".')
+
+
+async def sql(client: Client, text: str, params: Any = None) -> list[Any]:
+    """Run SQL written with `S.` for the client's schema; its rows, if it returns any."""
+    async with client.pool.connection() as conn:
+        cur = await conn.execute(in_schema(client, text), params)
+        return await cur.fetchall() if cur.description else []
