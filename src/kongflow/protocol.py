@@ -149,7 +149,10 @@ class ErrorWithStack(Wire):
 
 
 class SchemaError(Wire):
-    path: str
+    """A payload error: trigger.dev's Node SDK sends `path` as the list of keys down to the
+    field (zod's issue path); kongflow's Python SDK sends it joined with dots."""
+
+    path: str | list[str | int]
     message: str
 
 

@@ -153,7 +153,7 @@ async def test_the_callback_is_signed_retried_while_down_and_delivered_once(
         "/api/v1/jobs/echo/invoke",
         json={"payload": {"x": 1}, "options": {"callbackUrl": stack.receiver_url}},
     )
-    assert response.status_code == 202
+    assert response.status_code == 200
     run_id = response.json()["runId"]
     assert (await stack.run(run_id))["status"] == "SUCCESS"
 
@@ -206,7 +206,7 @@ async def test_invoke_with_an_idempotency_key_returns_the_first_run(stack: Stack
     )
     run_ids = {r.json()["runId"] for r in responses}
     assert len(run_ids) == 1
-    assert sorted(r.status_code for r in responses) == [200] * 7 + [202]
+    assert [r.status_code for r in responses] == [200] * 8  # trigger.dev's SDK takes only 200
     (run_id,) = run_ids
     assert (await stack.run(run_id))["status"] == "SUCCESS"
     other = await stack.api.post("/api/v1/jobs/echo/invoke", headers={"idempotency-key": "b"})
@@ -233,7 +233,7 @@ async def test_events_start_the_matching_jobs_only(stack: Stack) -> None:
     other = await stack.api.post(
         "/api/v1/events", json={"event": {"name": "nobody.listens", "payload": {}}}
     )
-    assert {pro.status_code, free.status_code, other.status_code} == {202}
+    assert {pro.status_code, free.status_code, other.status_code} == {200}
     assert pro.json()["id"] == "evt-pro"
 
     async def dispatched() -> bool:
@@ -261,7 +261,7 @@ async def test_a_delayed_event_is_delivered_at_its_time(stack: Stack) -> None:
             "options": {"deliverAfter": 1.5},
         },
     )
-    assert response.status_code == 202
+    assert response.status_code == 200
     event = response.json()
     assert event["deliveredAt"] is None
     deliver_at = datetime.fromisoformat(event["deliverAt"])
@@ -283,7 +283,7 @@ async def test_events_of_another_environment_start_nothing_here(stack: Stack) ->
         json={"event": {"id": "prod-1", "name": "order.placed", "payload": {"orderId": 5}}},
         headers={"Authorization": f"Bearer {other.api_key}"},
     )
-    assert response.status_code == 202
+    assert response.status_code == 200
     assert stack.jobs.queue.worker is not None
     await stack.jobs.queue.worker.drain()
     assert await stack.runs_of_event("prod-1") == []  # production has no endpoint yet
@@ -411,7 +411,7 @@ async def _last_changed_an_hour_ago(stack: Stack, run_id: str, status: str | Non
 
 async def test_an_idempotency_key_belongs_to_one_job(stack: Stack) -> None:
     first = await stack.api.post("/api/v1/jobs/echo/invoke", headers={"idempotency-key": "k"})
-    assert first.status_code == 202
+    assert first.status_code == 200
     other_job = await stack.api.post("/api/v1/jobs/boom/invoke", headers={"idempotency-key": "k"})
     assert other_job.status_code == 409
     assert "already used" in other_job.json()["error"]
@@ -493,3 +493,16 @@ async def test_a_thousand_concurrent_test_submissions_all_finish(stack: Stack) -
         assert await cur.fetchone() == (1000, 1, 1000, 1000)
     for run_id in run_ids[:20]:  # and the API agrees
         assert (await stack.run(run_id))["status"] == "SUCCESS"
+
+
+async def test_endpoints_register_in_each_form_trigger_dev_clients_send(stack: Stack) -> None:
+    """The SDK's registerEndpoint sends {url, name}, trigger.dev's CLI {id, url}: both answer
+    200 (the SDK retries anything else) and re-point the same endpoint."""
+    for body in (
+        {"url": stack.endpoint_url, "name": ENDPOINT_SLUG},
+        {"id": ENDPOINT_SLUG, "url": stack.endpoint_url},
+    ):
+        response = await stack.api.post("/api/v1/endpoints", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["slug"] == ENDPOINT_SLUG
+    assert len((await stack.api.get("/api/v1/endpoints")).json()) == 1

@@ -232,7 +232,7 @@ async def jobs_stack(database_url: str, schema: str, **options: Any) -> AsyncIte
         response = await api.post(
             "/api/v1/endpoints", json={"slug": ENDPOINT_SLUG, "url": endpoint_server.url}
         )
-        assert response.status_code == 201, response.text
+        assert response.status_code == 200, response.text
         result = Stack(
             jobs,
             env,

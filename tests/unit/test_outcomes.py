@@ -76,9 +76,9 @@ def test_invalid_payload_and_unresolved_auth() -> None:
     assert auth.status == "UNRESOLVED_AUTH"
 
 
-@pytest.mark.xfail(strict=True, reason="trigger.dev's Node SDK sends paths as lists (issue 12)")
 def test_invalid_payload_with_the_node_sdks_list_paths() -> None:
-    invalid = interpret(
-        answer(200, {"status": "INVALID_PAYLOAD", "errors": [{"path": ["a"], "message": "bad"}]})
-    )
-    assert invalid.status == "INVALID_PAYLOAD"
+    """trigger.dev's Node SDK sends zod's issue path, a list of keys (it used to end as
+    FAILURE)."""
+    errors = [{"path": ["address", "city"], "message": "Required"}]
+    invalid = interpret(answer(200, {"status": "INVALID_PAYLOAD", "errors": errors}))
+    assert (invalid.status, invalid.output) == ("INVALID_PAYLOAD", {"errors": errors})

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Path
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     AnyHttpUrl,
     BaseModel,
     BeforeValidator,
@@ -125,5 +126,12 @@ class RunTaskBody(BaseModel):
 
 
 class CreateEndpointBody(Body):
-    slug: str = Field(max_length=63, description="the endpoint's id (trigger.dev's client id)")
+    """An endpoint to register: its id is `slug`, or `id` as trigger.dev's CLI sends it, or
+    `name` as its SDK's `registerEndpoint` does."""
+
+    slug: str = Field(
+        max_length=63,
+        validation_alias=AliasChoices("slug", "id", "name"),
+        description="the endpoint's id (trigger.dev's client id); also accepted as `id` or `name`",
+    )
     url: HttpUrl

@@ -14,9 +14,10 @@ from kongflow.service.environments import check_slug
 router = APIRouter(prefix="/api/v1/endpoints", tags=["endpoints"])
 
 
-@router.post("", status_code=201, responses=documented(*AUTHED, 422))
+@router.post("", responses=documented(*AUTHED, 422))
 async def create_endpoint(body: CreateEndpointBody, env: Env, jobs: Jobs) -> RegisteredEndpoint:
-    """Register an endpoint (it must answer PING as `slug`) and queue its indexing."""
+    """Register an endpoint (it must answer PING as `slug`) and queue its indexing. 200, as
+    trigger.dev's SDK expects (it retries any other status)."""
     try:
         check_slug(body.slug, "endpoint slug")
         endpoint = await jobs.endpoints.create_endpoint(env, body.slug, body.url)

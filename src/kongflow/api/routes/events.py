@@ -13,9 +13,10 @@ from kongflow.service.runs import NewEvent
 router = APIRouter(tags=["events"])
 
 
-@router.post("/api/v1/events", status_code=202, responses=documented(*AUTHED))
+@router.post("/api/v1/events", responses=documented(*AUTHED))
 async def send_event(body: SendEventBody, env: Env, jobs: Jobs) -> EventAnswer:
-    """Store an event and deliver it to the jobs it triggers, now or later."""
+    """Store an event and deliver it to the jobs it triggers, now or later. 200, as
+    trigger.dev's SDK retries any other status (each retry would store another event)."""
     event = await jobs.events.send_event(
         env,
         NewEvent(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException
-from fastapi.responses import JSONResponse
 
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
@@ -28,24 +27,19 @@ async def submit_test(
     return QueuedRun.of(queued)
 
 
-@router.post(
-    "/{job_slug}/invoke",
-    status_code=202,
-    response_model=QueuedRun,
-    responses=documented(*AUTHED, 404, 409)
-    | {200: {"model": QueuedRun, "description": "a repeated idempotency key: its first run"}},
-)
+@router.post("/{job_slug}/invoke", responses=documented(*AUTHED, 404, 409))
 async def invoke_job(
     job_slug: PathId,
     env: Env,
     jobs: Jobs,
     body: InvokeBody | None = None,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=MAX_ID_LENGTH)] = None,
-) -> JSONResponse:
-    """Invoke a job; a repeated `idempotency-key` returns the first run (200)."""
+) -> QueuedRun:
+    """Invoke a job; a repeated `idempotency-key` returns the first run. Always 200, as
+    trigger.dev's SDK retries any other success status (each retry would be a new run)."""
     body = body or InvokeBody()
     try:
-        queued, created = await jobs.runs.invoke(
+        queued, _ = await jobs.runs.invoke(
             env,
             job_slug,
             body.payload,
@@ -59,5 +53,4 @@ async def invoke_job(
         raise HTTPException(409, str(exc)) from None
     except ValueError as exc:  # a callback URL the network policy refuses
         raise HTTPException(400, str(exc)) from None
-    answer = QueuedRun.of(queued).model_dump(by_alias=True)
-    return JSONResponse(answer, 202 if created else 200)
+    return QueuedRun.of(queued)
