@@ -76,6 +76,18 @@ class JobMetadata(Wire):
     start_position: Literal["initial", "latest"] = "latest"
     preprocess_runs: bool = False
 
+    @property
+    def payload_filter(self) -> dict[str, Any] | None:
+        """The filter an event's payload must match. trigger.dev dispatches on the static
+        trigger's `rule.payload`, which its Node SDK fills (leaving `event.filter` out); an
+        empty rule matches everything, and then `event.filter` is the one that counts."""
+        trigger = self.trigger or {}
+        rule = trigger.get("rule") if trigger.get("type") == "static" else None
+        payload = rule.get("payload") if isinstance(rule, dict) else None
+        if isinstance(payload, dict) and payload:
+            return payload
+        return self.event.filter
+
 
 class IndexEndpointResponse(Wire):
     jobs: list[JobMetadata]

@@ -506,3 +506,45 @@ async def test_endpoints_register_in_each_form_trigger_dev_clients_send(stack: S
         assert response.status_code == 200, response.text
         assert response.json()["slug"] == ENDPOINT_SLUG
     assert len((await stack.api.get("/api/v1/endpoints")).json()) == 1
+
+
+async def test_a_filter_in_the_node_sdks_trigger_rule_is_applied(stack: Stack) -> None:
+    """trigger.dev's Node SDK sends a job's payload filter as `trigger.rule.payload`, with no
+    `event.filter`: a job filtered on plan "pro" must not run for plan "free"."""
+    async with stack.jobs.client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select id from "{stack.jobs.client.schema}".endpoints'  # type: ignore[arg-type]
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    rule = {"event": "order.placed", "source": "trigger.dev", "payload": {"plan": ["pro"]}}
+    await stack.jobs.queue.enqueue(
+        "registerJob",
+        {
+            "endpointId": row[0],
+            "job": {
+                "id": "node-pro",
+                "name": "Node pro",
+                "version": "1.0.0",
+                "event": {"name": "order.placed", "source": "trigger.dev"},
+                "trigger": {"type": "static", "title": "order.placed", "rule": rule},
+            },
+        },
+    )
+    assert stack.jobs.queue.worker is not None
+    await stack.jobs.queue.worker.drain()
+    for event_id, plan in (("node-free", "free"), ("node-pro", "pro")):
+        response = await stack.api.post(
+            "/api/v1/events",
+            json={"event": {"id": event_id, "name": "order.placed", "payload": {"plan": plan}}},
+        )
+        assert response.status_code == 200
+
+    async def dispatched() -> bool:
+        pro, free = await stack.runs_of_event("node-pro"), await stack.runs_of_event("node-free")
+        return len(pro) == 3 and len(free) >= 1
+
+    await wait_until(dispatched)
+    await stack.jobs.queue.worker.drain()  # every dispatch of both events has run
+    assert "node-pro" in [slug for slug, _ in await stack.runs_of_event("node-pro")]
+    assert "node-pro" not in [slug for slug, _ in await stack.runs_of_event("node-free")]

@@ -50,7 +50,7 @@ class Registry:
                     job.version,
                     event.names,
                     event.source,
-                    Jsonb(event.filter) if event.filter is not None else None,
+                    Jsonb(job.payload_filter) if job.payload_filter is not None else None,
                     job.enabled,
                     Jsonb(job.wire()),
                 ),
