@@ -1,0 +1,22 @@
+// trigger.dev's v2 client calls, made once each with the real Node SDK against kongflow:
+// `node client.mjs sendEvent '<event json>'` or `node client.mjs invokeJob <job id> '<payload>'`.
+// Prints the SDK's result as JSON (or its error, exit 1). Environment as endpoint.mjs.
+import { TriggerClient } from "@trigger.dev/sdk";
+
+const client = new TriggerClient({
+  id: process.env.ENDPOINT_ID,
+  apiKey: process.env.TRIGGER_API_KEY,
+  apiUrl: process.env.TRIGGER_API_URL,
+});
+
+const [action, ...args] = process.argv.slice(2);
+try {
+  let result;
+  if (action === "sendEvent") result = await client.sendEvent(JSON.parse(args[0]));
+  else if (action === "invokeJob") result = await client.invokeJob(args[0], JSON.parse(args[1]));
+  else throw new Error(`unknown action ${action}`);
+  console.log(JSON.stringify(result));
+} catch (error) {
+  console.error(String(error?.stack ?? error));
+  process.exit(1);
+}

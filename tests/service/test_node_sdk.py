@@ -1,0 +1,76 @@
+"""kongflow against trigger.dev's real v2 Node SDK (`@trigger.dev/sdk`, installed by
+tests/support/node_sdk.py): a Node endpoint is registered, indexed and run, and the SDK's client
+calls create exactly one event or run each (the SDK retries any answer but 200)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.jobs_stack import Stack, jobs_stack, wait_until
+from tests.support.node_sdk import NodeSdk, install
+
+ENDPOINT_ID = "node-app"
+
+
+@pytest.fixture(scope="session")
+def node_root() -> Path:
+    return install()
+
+
+@pytest.fixture
+async def stack(database_url: str, schema: str) -> AsyncIterator[Stack]:
+    async with jobs_stack(database_url, schema) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def node(stack: Stack, node_root: Path) -> AsyncIterator[NodeSdk]:
+    sdk = NodeSdk(node_root, str(stack.api.base_url).rstrip("/"), stack.env.api_key, ENDPOINT_ID)
+    async with sdk.endpoint() as url:
+        response = await stack.api.post("/api/v1/endpoints", json={"url": url, "name": ENDPOINT_ID})
+        assert response.status_code == 200, response.text
+
+        async def indexed() -> bool:
+            return await count(stack, "job_definitions", "slug like 'node-%%'") == 2
+
+        await wait_until(indexed, timeout=20)
+        yield sdk
+
+
+async def count(stack: Stack, table: str, where: str = "true") -> int:
+    async with stack.jobs.client.pool.connection() as conn:
+        cur = await conn.execute(
+            f'select count(*) from "{stack.jobs.client.schema}".{table} where {where}'  # type: ignore[arg-type]
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_node_endpoint_is_indexed_tested_and_run(stack: Stack, node: NodeSdk) -> None:
+    run_id = await stack.test("node-echo", {"hello": "node"})
+    run = await stack.run(run_id)
+    assert (run["status"], run["output"]) == ("SUCCESS", {"echo": {"hello": "node"}})
+
+
+async def test_send_event_creates_exactly_one_event_and_run(stack: Stack, node: NodeSdk) -> None:
+    sent = await node.call("sendEvent", json.dumps({"name": "node.echo", "payload": {"n": 1}}))
+    assert sent["name"] == "node.echo"
+    assert await count(stack, "event_records", "name = 'node.echo'") == 1
+
+    async def ran() -> bool:
+        return await stack.runs_of_event(sent["id"]) == [("node-echo", "SUCCESS")]
+
+    await wait_until(ran, timeout=20)
+    assert await count(stack, "event_records", "name = 'node.echo'") == 1
+
+
+async def test_invoke_job_creates_exactly_one_run(stack: Stack, node: NodeSdk) -> None:
+    invoked = await node.call("invokeJob", "node-invoked", json.dumps({"x": 2}))
+    run = await stack.run(invoked["id"])
+    assert (run["status"], run["output"]) == ("SUCCESS", {"invoked": {"x": 2}})
+    assert await count(stack, "job_runs r", "true") == 1
