@@ -66,6 +66,8 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         ("post", "/api/v1/jobs/{}/invoke", "echo"),
         ("get", "/api/v1/runs/{}", done),
         ("get", "/api/v1/runs/{}/statuses", done),
+        ("get", "/api/v2/runs/{}", done),
+        ("get", "/api/v2/runs/{}/statuses", done),
         ("post", "/api/v1/runs/{}/cancel", done),
         ("post", "/api/v1/runs/{}/tasks", done),
     ]
@@ -90,6 +92,8 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
     await send("post", "/api/v1/jobs/boom/invoke", headers={"idempotency-key": "k"})  # 409
     await send("get", f"/api/v1/runs/{done}")
     await send("get", f"/api/v1/runs/{done}/statuses")
+    await send("get", f"/api/v2/runs/{done}")
+    await send("get", f"/api/v2/runs/{done}/statuses")
     await send("post", f"/api/v1/runs/{done}/cancel")
     await send("post", f"/api/v1/runs/{done}/tasks", json={"idempotencyKey": "t", "noop": True})
     gated = await stack.test("gate")

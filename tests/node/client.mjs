@@ -1,5 +1,6 @@
 // trigger.dev's v2 client calls, made once each with the real Node SDK against kongflow:
-// `node client.mjs sendEvent '<event json>'` or `node client.mjs invokeJob <job id> '<payload>'`.
+// `node client.mjs sendEvent '<event json>'`, `invokeJob <job id> '<payload>'`, `getRun <id>`,
+// `cancelRun <id>`, `getRunStatuses <id>`.
 // Prints the SDK's result as JSON (or its error, exit 1). Environment as endpoint.mjs.
 import { TriggerClient } from "@trigger.dev/sdk";
 
@@ -14,6 +15,9 @@ try {
   let result;
   if (action === "sendEvent") result = await client.sendEvent(JSON.parse(args[0]));
   else if (action === "invokeJob") result = await client.invokeJob(args[0], JSON.parse(args[1]));
+  else if (action === "getRun") result = await client.getRun(args[0]);
+  else if (action === "cancelRun") result = await client.cancelRun(args[0]);
+  else if (action === "getRunStatuses") result = await client.getRunStatuses(args[0]);
   else throw new Error(`unknown action ${action}`);
   console.log(JSON.stringify(result));
 } catch (error) {

@@ -74,3 +74,20 @@ async def test_invoke_job_creates_exactly_one_run(stack: Stack, node: NodeSdk) -
     run = await stack.run(invoked["id"])
     assert (run["status"], run["output"]) == ("SUCCESS", {"invoked": {"x": 2}})
     assert await count(stack, "job_runs r", "true") == 1
+
+
+async def test_get_run_cancel_run_and_statuses_through_the_sdk(stack: Stack, node: NodeSdk) -> None:
+    done = await stack.test("node-echo", {"a": 1})
+    await stack.run(done)
+    run = await node.call("getRun", done)
+    assert (run["id"], run["status"], run["output"]) == (done, "SUCCESS", {"echo": {"a": 1}})
+    assert (run["tasks"], run["statuses"]) == ([], [])
+    assert run["completedAt"] is not None
+    statuses = await node.call("getRunStatuses", done)
+    assert (statuses["run"]["status"], statuses["statuses"]) == ("SUCCESS", [])
+    await stack.jobs.client.pause_queue("executions")  # the next run waits before it starts
+    waiting = (await node.call("invokeJob", "node-invoked", json.dumps({})))["id"]
+    cancelled = await node.call("cancelRun", waiting)
+    assert (cancelled["id"], cancelled["status"], cancelled["tasks"]) == (waiting, "CANCELED", [])
+    await stack.jobs.client.resume_queue("executions")
+    assert (await stack.run(waiting))["status"] == "CANCELED"

@@ -55,6 +55,8 @@ class RunAnswer(Answer):
     updated_at: str | None
     execution_count: int
     execution_duration_in_ms: int
+    tasks: list[Any] = []  # the run's io tasks, as trigger.dev's SDK reads a run
+    statuses: list[Any] = []  # its io statuses (io.createStatus)
 
     @classmethod
     def of(cls, run: Run) -> RunAnswer:
@@ -74,6 +76,30 @@ class RunAnswer(Answer):
             updated_at=iso_time(run.updated_at),
             execution_count=run.execution_count,
             execution_duration_in_ms=run.execution_duration_ms,
+        )
+
+
+class RunV2(Answer):
+    """A run as trigger.dev's `client.getRun` reads it (`GET /api/v2/runs/{id}`)."""
+
+    id: str
+    status: str
+    started_at: str | None
+    updated_at: str | None
+    completed_at: str | None
+    output: Any
+    tasks: list[Any] = []
+    statuses: list[Any] = []
+
+    @classmethod
+    def of(cls, run: Run) -> RunV2:
+        return cls(
+            id=run.id,
+            status=run.status,
+            started_at=iso_time(run.started_at),
+            updated_at=iso_time(run.updated_at),
+            completed_at=iso_time(run.completed_at),
+            output=run.output,
         )
 
 
@@ -104,6 +130,17 @@ class RunStatuses(Answer):
                 for s in run.statuses
             ],
         )
+
+
+class RunStatusesV2(Answer):
+    """A run's io statuses as `client.getRunStatuses` reads them."""
+
+    run: RunSummary
+    statuses: list[Any] = []
+
+    @classmethod
+    def of(cls, run: Run) -> RunStatusesV2:
+        return cls(run=RunSummary(id=run.id, status=run.status, output=run.output))
 
 
 class CompletedTask(Answer):

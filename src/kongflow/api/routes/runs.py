@@ -7,13 +7,20 @@ from fastapi import APIRouter, HTTPException
 from kongflow.api.deps import Env, Jobs
 from kongflow.api.errors import AUTHED, documented
 from kongflow.api.inputs import PathId, RunTaskBody
-from kongflow.api.responses import CompletedTask, RunAnswer, RunStatuses
+from kongflow.api.responses import (
+    CompletedTask,
+    RunAnswer,
+    RunStatuses,
+    RunStatusesV2,
+    RunV2,
+)
 from kongflow.service.environments import Environment
 from kongflow.service.rows import Run
 from kongflow.service.runs import TERMINAL
 from kongflow.service.service import JobsService
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+v2 = APIRouter(prefix="/api/v2/runs", tags=["runs"])
 
 
 @router.get("/{run_id}", responses=documented(*AUTHED, 404))
@@ -57,6 +64,19 @@ async def run_task(run_id: PathId, body: RunTaskBody, env: Env, jobs: Jobs) -> C
         attempts=1,
         output=None,
     )
+
+
+@v2.get("/{run_id}", responses=documented(*AUTHED, 404))
+async def get_run_v2(run_id: PathId, env: Env, jobs: Jobs) -> RunV2:
+    """The run as trigger.dev's `client.getRun` reads it, with its tasks."""
+    return RunV2.of(await found_run(jobs, env, run_id))
+
+
+@v2.get("/{run_id}/statuses", responses=documented(*AUTHED, 404))
+async def get_run_statuses_v2(run_id: PathId, env: Env, jobs: Jobs) -> RunStatusesV2:
+    """The run's io statuses, as trigger.dev's `client.getRunStatuses` reads them (its
+    status history is `GET /api/v1/runs/{id}/statuses`)."""
+    return RunStatusesV2.of(await found_run(jobs, env, run_id))
 
 
 async def found_run(jobs: JobsService, env: Environment, run_id: str) -> Run:
