@@ -70,6 +70,7 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         ("get", "/api/v2/runs/{}/statuses", done),
         ("post", "/api/v1/runs/{}/cancel", done),
         ("post", "/api/v1/runs/{}/tasks", done),
+        ("post", "/api/v1/events/{}/cancel", "evt-1"),
     ]
     for method, path, real in routes_with_ids:
         await send(method, path.format(real), **no_key)
@@ -78,7 +79,11 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         await send(method, path.format(long_id))
         body = {"idempotencyKey": "t"} if path.endswith("tasks") else None
         await send(method, path.format("nope"), json=body)
-    for method, path in [("post", "/api/v1/events"), ("post", "/api/v1/endpoints")]:
+    for method, path in [
+        ("post", "/api/v1/events"),
+        ("post", "/api/v1/events/bulk"),
+        ("post", "/api/v1/endpoints"),
+    ]:
         await send(method, path, **no_key)
         await send(method, path, **malformed)
         await send(method, path, **too_big)
@@ -101,7 +106,9 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
     await send("post", f"/api/v1/runs/{gated}/tasks", json={"idempotencyKey": "a", "noop": True})
     await send("post", f"/api/v1/runs/{gated}/tasks", json={"idempotencyKey": "b"})  # 422
     stack.release.set()
-    await send("post", "/api/v1/events", json={"event": {"name": "test.echo"}})
+    await send("post", "/api/v1/events", json={"event": {"name": "test.echo", "id": "evt-1"}})
+    await send("post", "/api/v1/events/bulk", json={"events": [{"name": "test.echo"}]})
+    await send("post", "/api/v1/events/evt-1/cancel")
     await send("post", "/api/v1/endpoints", json={"slug": ENDPOINT_SLUG, "url": stack.endpoint_url})
     await send("post", "/api/v1/endpoints", json={"slug": "down", "url": "http://127.0.0.1:9"})
     await send("get", "/api/v1/endpoints")
@@ -114,6 +121,7 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         body = {"idempotencyKey": "t"} if path.endswith("tasks") else None
         await send(method, path.format(real), json=body)
     await send("post", "/api/v1/events", json={"event": {"name": "test.echo"}})
+    await send("post", "/api/v1/events/bulk", json={"events": [{"name": "test.echo"}]})
     await send("post", "/api/v1/endpoints", json={"slug": ENDPOINT_SLUG, "url": stack.endpoint_url})
     await send("get", "/api/v1/endpoints")
     await send("get", "/health")

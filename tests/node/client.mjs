@@ -1,6 +1,6 @@
 // trigger.dev's v2 client calls, made once each with the real Node SDK against kongflow:
-// `node client.mjs sendEvent '<event json>'`, `invokeJob <job id> '<payload>'`, `getRun <id>`,
-// `cancelRun <id>`, `getRunStatuses <id>`.
+// `node client.mjs sendEvent '<event>' ['<options>']`, `sendEvents '<events>'`, `cancelEvent <id>`,
+// `invokeJob <job id> '<payload>'`, `getRun <id>`, `cancelRun <id>`, `getRunStatuses <id>`.
 // Prints the SDK's result as JSON (or its error, exit 1). Environment as endpoint.mjs.
 import { TriggerClient } from "@trigger.dev/sdk";
 
@@ -13,7 +13,9 @@ const client = new TriggerClient({
 const [action, ...args] = process.argv.slice(2);
 try {
   let result;
-  if (action === "sendEvent") result = await client.sendEvent(JSON.parse(args[0]));
+  if (action === "sendEvent") result = await client.sendEvent(JSON.parse(args[0]), JSON.parse(args[1] ?? "{}"));
+  else if (action === "sendEvents") result = await client.sendEvents(JSON.parse(args[0]));
+  else if (action === "cancelEvent") result = await client.cancelEvent(args[0]);
   else if (action === "invokeJob") result = await client.invokeJob(args[0], JSON.parse(args[1]));
   else if (action === "getRun") result = await client.getRun(args[0]);
   else if (action === "cancelRun") result = await client.cancelRun(args[0]);

@@ -91,3 +91,28 @@ async def test_get_run_cancel_run_and_statuses_through_the_sdk(stack: Stack, nod
     assert (cancelled["id"], cancelled["status"], cancelled["tasks"]) == (waiting, "CANCELED", [])
     await stack.jobs.client.resume_queue("executions")
     assert (await stack.run(waiting))["status"] == "CANCELED"
+
+
+async def test_send_events_in_bulk_and_cancel_a_delayed_one(stack: Stack, node: NodeSdk) -> None:
+    events = [{"name": "node.echo", "payload": {"n": n}} for n in (1, 2)]
+    sent = await node.call("sendEvents", json.dumps(events))
+    assert [e["payload"] for e in sent] == [{"n": 1}, {"n": 2}]
+    assert await count(stack, "event_records", "name = 'node.echo'") == 2
+
+    async def ran() -> bool:
+        runs = [await stack.runs_of_event(e["id"]) for e in sent]
+        return runs == [[("node-echo", "SUCCESS")]] * 2
+
+    await wait_until(ran, timeout=20)
+    later = await node.call(
+        "sendEvent",
+        json.dumps({"name": "node.echo", "payload": {}}),
+        json.dumps({"deliverAfter": 60}),
+    )
+    cancelled = await node.call("cancelEvent", later["id"])
+    assert cancelled["id"] == later["id"]
+    assert cancelled["cancelledAt"] is not None
+    assert await count(stack, "jobs", "task_identifier = 'deliverEvent'") == 0
+    again = await node.call("cancelEvent", later["id"])  # cancelled already: unchanged
+    assert again["cancelledAt"] == cancelled["cancelledAt"]
+    assert await stack.runs_of_event(later["id"]) == []

@@ -115,6 +115,13 @@ class SendEventBody(Body):
     options: SendEventOptions = Field(default_factory=SendEventOptions)
 
 
+class SendEventsBody(Body):
+    """Several events, stored together (trigger.dev's sendEvents)."""
+
+    events: list[EventBody] = Field(min_length=1, max_length=100)
+    options: SendEventOptions = Field(default_factory=SendEventOptions)
+
+
 class RunTaskBody(BaseModel):
     """An io task as trigger.dev's v2 SDK sends it; only `noop` ones (io.logger) are run."""
 

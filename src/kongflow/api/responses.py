@@ -163,6 +163,7 @@ class EventAnswer(Answer):
     timestamp: str
     deliver_at: str | None
     delivered_at: str | None
+    cancelled_at: str | None
 
     @classmethod
     def of(cls, event: EventRecord) -> EventAnswer:
@@ -174,6 +175,7 @@ class EventAnswer(Answer):
             timestamp=event.timestamp.isoformat(),
             deliver_at=iso_time(event.deliver_at),
             delivered_at=iso_time(event.delivered_at),
+            cancelled_at=iso_time(event.cancelled_at),
         )
 
 

@@ -1,9 +1,11 @@
-"""Events: stored as sent, then delivered (at `deliverAt`, or now) by `deliverEvent`, which
-starts `events.invokeDispatcher` for every job whose event specification matches; that creates
-the job's run. A retried delivery or dispatch never starts a run twice."""
+"""Events: stored as sent (one by one or in bulk), then delivered (at `deliverAt`, or now) by
+`deliverEvent` unless cancelled first; it starts `events.invokeDispatcher` for every job whose
+event specification matches, which creates the job's run. A retried delivery or dispatch never
+starts a run twice."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg.rows import class_row
@@ -15,6 +17,7 @@ from kongflow.service.environments import Environment
 from kongflow.service.rows import EventRecord, JobVersion, Json
 from kongflow.service.runs import NewEvent, RunService
 from kongflow.typed import WorkerQueue
+from kongflow.typed.queue import Transaction
 from kongflow.typed.task import TypedHandler
 
 
@@ -34,24 +37,50 @@ class EventService:
         """Store the event and schedule its delivery. Sending an event id again returns the
         event stored first and schedules nothing (trigger.dev's rule)."""
         async with self.queue.transaction() as tx:
-            stored = await self.runs.store_event(tx.conn, environment, event)
-            if stored is None:
-                async with tx.conn.cursor(row_factory=class_row(EventRecord)) as cur:
-                    await cur.execute(self._sql.event_by_event_id, (environment.id, event.id))
-                    existing = await cur.fetchone()
-                assert existing is not None
-                return existing
-            await tx.enqueue(
-                DeliverEvent(id=stored.id),
-                run_at=stored.deliver_at,
-                job_key=f"deliverEvent:{stored.id}",
-            )
+            return await self._store(tx, environment, event)
+
+    async def send_events(
+        self, environment: Environment, events: Sequence[NewEvent]
+    ) -> list[EventRecord]:
+        """`send_event` for each, all or none (trigger.dev's sendEvents)."""
+        async with self.queue.transaction() as tx:
+            return [await self._store(tx, environment, event) for event in events]
+
+    async def cancel_event(self, environment: Environment, event_id: str) -> EventRecord | None:
+        """Stop an event that is not delivered yet (its delivery is removed); a delivered or
+        cancelled one is returned as it is. None if this environment has no such event."""
+        async with (
+            self.queue.transaction() as tx,
+            tx.conn.cursor(row_factory=class_row(EventRecord)) as cur,
+        ):
+            await cur.execute(self._sql.lock_event_by_event_id, (environment.id, event_id))
+            event = await cur.fetchone()
+            if event is None or event.delivered_at is not None or event.cancelled_at is not None:
+                return event
+            await cur.execute(self._sql.cancel_event, (event.id,))
+            cancelled = await cur.fetchone()
+            await tx.dequeue(delivery_key(event.id))
+        return cancelled
+
+    async def _store(
+        self, tx: Transaction, environment: Environment, event: NewEvent
+    ) -> EventRecord:
+        stored = await self.runs.store_event(tx.conn, environment, event)
+        if stored is None:
+            async with tx.conn.cursor(row_factory=class_row(EventRecord)) as cur:
+                await cur.execute(self._sql.event_by_event_id, (environment.id, event.id))
+                existing = await cur.fetchone()
+            assert existing is not None
+            return existing
+        await tx.enqueue(
+            DeliverEvent(id=stored.id), run_at=stored.deliver_at, job_key=delivery_key(stored.id)
+        )
         return stored
 
     async def deliver_event(self, payload: DeliverEvent, job: RunningJob) -> None:
         async with self.queue.transaction() as tx:
             event = await self._lock_event(tx.conn, payload.id)
-            if event is None or event.delivered_at is not None:
+            if event is None or event.delivered_at is not None or event.cancelled_at is not None:
                 return
             async with tx.conn.cursor(row_factory=class_row(JobVersion)) as cur:
                 await cur.execute(
@@ -153,3 +182,8 @@ def _content_matches(item: Any, present: bool, actual: Any) -> bool:
         case "$not":
             return bool(actual != operand)
     return False  # an operator this version does not know never matches
+
+
+def delivery_key(event_record_id: str) -> str:
+    """The job key of an event's delivery: one per event."""
+    return f"deliverEvent:{event_record_id}"

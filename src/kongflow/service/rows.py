@@ -147,6 +147,7 @@ class EventRecord:
     deliver_at: datetime
     delivered_at: datetime | None
     created_at: datetime
+    cancelled_at: datetime | None
 
 
 @dataclass(frozen=True)

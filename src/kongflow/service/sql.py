@@ -38,7 +38,9 @@ class JobsSQL:
     insert_event: str
     event_by_event_id: str
     lock_event: str
+    lock_event_by_event_id: str
     mark_event_delivered: str
+    cancel_event: str
     # runs
     lock_idempotency_key: str
     run_by_idempotency_key: str
@@ -77,7 +79,7 @@ _ENDPOINT_COLUMNS = "id, environment_id, slug, url, indexed_at, created_at, upda
 
 _EVENT_COLUMNS = (
     'id, environment_id, event_id, name, source, payload, context, is_test, "timestamp",'
-    " deliver_at, delivered_at, created_at"
+    " deliver_at, delivered_at, created_at, cancelled_at"
 )
 
 _VERSION_COLUMNS = (
@@ -220,7 +222,15 @@ def jobs_sql(schema: str) -> JobsSQL:
             " where environment_id = %s and event_id = %s"
         ),
         lock_event=f"select {_EVENT_COLUMNS} from {s}.event_records where id = %s for update",
+        lock_event_by_event_id=(
+            f"select {_EVENT_COLUMNS} from {s}.event_records"
+            " where environment_id = %s and event_id = %s for update"
+        ),
         mark_event_delivered=(f"update {s}.event_records set delivered_at = now() where id = %s"),
+        cancel_event=(
+            f"update {s}.event_records set cancelled_at = now() where id = %s"
+            f" returning {_EVENT_COLUMNS}"
+        ),
         lock_idempotency_key="select pg_advisory_xact_lock(hashtextextended(%s, 0))",
         run_by_idempotency_key=(
             f"select r.id, ev.event_id, r.status, j.slug as job_slug {run_from}"
