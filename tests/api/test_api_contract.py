@@ -71,6 +71,7 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         ("post", "/api/v1/runs/{}/cancel", done),
         ("post", "/api/v1/runs/{}/tasks", done),
         ("post", "/api/v1/events/{}/cancel", "evt-1"),
+        ("get", "/api/v1/jobs/{}/runs", "echo"),
     ]
     for method, path, real in routes_with_ids:
         await send(method, path.format(real), **no_key)
@@ -98,6 +99,7 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
     await send("get", f"/api/v1/runs/{done}")
     await send("get", f"/api/v1/runs/{done}/statuses")
     await send("get", f"/api/v2/runs/{done}")
+    await send("get", "/api/v1/jobs/echo/runs?take=1")
     await send("get", f"/api/v2/runs/{done}/statuses")
     await send("post", f"/api/v1/runs/{done}/cancel")
     await send("post", f"/api/v1/runs/{done}/tasks", json={"idempotencyKey": "t", "noop": True})

@@ -18,6 +18,7 @@ try {
   else if (action === "cancelEvent") result = await client.cancelEvent(args[0]);
   else if (action === "invokeJob") result = await client.invokeJob(args[0], JSON.parse(args[1]));
   else if (action === "getRun") result = await client.getRun(args[0]);
+  else if (action === "getRuns") result = await client.getRuns(args[0], JSON.parse(args[1] ?? "{}"));
   else if (action === "cancelRun") result = await client.cancelRun(args[0]);
   else if (action === "getRunStatuses") result = await client.getRunStatuses(args[0]);
   else throw new Error(`unknown action ${action}`);

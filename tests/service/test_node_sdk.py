@@ -116,3 +116,15 @@ async def test_send_events_in_bulk_and_cancel_a_delayed_one(stack: Stack, node: 
     again = await node.call("cancelEvent", later["id"])  # cancelled already: unchanged
     assert again["cancelledAt"] == cancelled["cancelledAt"]
     assert await stack.runs_of_event(later["id"]) == []
+
+
+async def test_get_runs_pages_a_jobs_runs_newest_first(stack: Stack, node: NodeSdk) -> None:
+    run_ids = [await stack.test("node-echo", {"n": n}) for n in range(3)]
+    first = await node.call("getRuns", "node-echo", json.dumps({"take": 2}))
+    assert [r["id"] for r in first["runs"]] == run_ids[:0:-1]
+    assert first["nextCursor"] == run_ids[1]
+    rest = await node.call(
+        "getRuns", "node-echo", json.dumps({"take": 2, "cursor": first["nextCursor"]})
+    )
+    assert [r["id"] for r in rest["runs"]] == run_ids[:1]
+    assert rest.get("nextCursor") is None

@@ -11,7 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from kongflow.protocol import iso_time
 from kongflow.service.rows import Endpoint as EndpointRow
-from kongflow.service.rows import EventRecord, Run
+from kongflow.service.rows import EventRecord, Run, RunListing
 from kongflow.service.runs import QueuedRun as QueuedRunRow
 
 
@@ -101,6 +101,31 @@ class RunV2(Answer):
             completed_at=iso_time(run.completed_at),
             output=run.output,
         )
+
+
+class ListedRun(Answer):
+    id: str
+    status: str
+    started_at: str | None
+    updated_at: str | None
+    completed_at: str | None
+
+    @classmethod
+    def of(cls, run: RunListing) -> ListedRun:
+        return cls(
+            id=run.id,
+            status=run.status,
+            started_at=iso_time(run.started_at),
+            updated_at=iso_time(run.updated_at),
+            completed_at=iso_time(run.completed_at),
+        )
+
+
+class RunsPage(Answer):
+    """A job's runs, newest first (trigger.dev's getRuns); `nextCursor` fetches the next page."""
+
+    runs: list[ListedRun]
+    next_cursor: str | None = None
 
 
 class RunSummary(Answer):

@@ -92,6 +92,17 @@ class RunState:
 
 
 @dataclass(frozen=True)
+class RunListing:
+    """A run in a job's list of runs (trigger.dev's getRuns)."""
+
+    id: str
+    status: str
+    started_at: datetime | None
+    updated_at: datetime | None
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
 class IdempotentRun:
     """The run an idempotency key created."""
 

@@ -25,6 +25,7 @@ from kongflow.service.rows import (
     JobVersion,
     Json,
     Run,
+    RunListing,
     RunState,
     RunStatus,
 )
@@ -282,6 +283,32 @@ class RunService:
         )
 
     # -- reading -----------------------------------------------------------------------------
+
+    async def list_runs(
+        self, environment: Environment, job_slug: str, *, cursor: str | None, take: int
+    ) -> tuple[list[RunListing], str | None]:
+        """A job's runs in this environment, newest first: `take` of them after `cursor` (a run
+        id), and the cursor of the next page (None on the last). JobNotFoundError if the
+        project has no such job."""
+        async with self.database.connection() as conn:
+            async with conn.cursor(row_factory=scalar_row) as cur:
+                await cur.execute(self._sql.job_exists, (environment.project_id, job_slug))
+                job_id: str | None = await cur.fetchone()
+            if job_id is None:
+                raise JobNotFoundError(job_slug)
+            async with conn.cursor(row_factory=class_row(RunListing)) as cur:
+                await cur.execute(
+                    self._sql.runs_of_job,
+                    {
+                        "job_id": job_id,
+                        "environment_id": environment.id,
+                        "cursor": cursor,
+                        "limit": take + 1,
+                    },
+                )
+                runs = await cur.fetchall()
+        more = len(runs) > take
+        return runs[:take], runs[take - 1].id if more else None
 
     async def get_run(self, environment: Environment, run_id: str) -> Run | None:
         """The run with its status history, or None if this environment has no such run."""

@@ -51,6 +51,8 @@ class JobsSQL:
     queue_run: str
     record_status: str
     get_run: str
+    job_exists: str
+    runs_of_job: str
     run_statuses: str
     lock_run: str
     run_status: str
@@ -189,6 +191,15 @@ def jobs_sql(schema: str) -> JobsSQL:
             " event_source = excluded.event_source, event_filter = excluded.event_filter,"
             " enabled = excluded.enabled, metadata = excluded.metadata,"
             " registered_at = now() returning id"
+        ),
+        job_exists=f"select id from {s}.job_definitions where project_id = %s and slug = %s",
+        runs_of_job=(
+            "select r.id, r.status, r.started_at, r.updated_at, r.completed_at"
+            f" from {s}.job_runs r"
+            " where r.job_id = %(job_id)s and r.environment_id = %(environment_id)s"
+            " and (%(cursor)s::text is null or (r.created_at, r.id) < ("
+            f"   select c.created_at, c.id from {s}.job_runs c where c.id = %(cursor)s))"
+            " order by r.created_at desc, r.id desc limit %(limit)s"
         ),
         latest_job_version=(
             f"select {_VERSION_COLUMNS}"
