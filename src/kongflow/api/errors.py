@@ -17,7 +17,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kongflow.api.guard import MAX_BODY_BYTES, MAX_JSON_DEPTH, database_unavailable
+from kongflow.api.guard import MAX_BODY_BYTES, MAX_JSON_DEPTH, database_unavailable, error
 
 log = logging.getLogger("kongflow.api")
 
@@ -56,12 +56,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+        return error(exc.status_code, exc.detail, exc.headers)
 
     @app.exception_handler(psycopg.DataError)
     async def unstorable(request: Request, exc: psycopg.DataError) -> JSONResponse:
         # Input PostgreSQL cannot hold, e.g. a \u0000 in a string: the caller's to fix.
-        return JSONResponse({"error": f"invalid input: {exc.diag.message_primary or exc}"}, 400)
+        return error(400, f"invalid input: {exc.diag.message_primary or exc}")
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
@@ -72,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the logs"}, 500)
+        return error(500, f"internal error ({type(exc).__name__}); see the logs")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

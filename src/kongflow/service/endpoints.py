@@ -14,7 +14,7 @@ from kongflow.service.catalog import IndexEndpoint, RegisterJob
 from kongflow.service.database import Database
 from kongflow.service.endpoint_api import EndpointApi, EndpointError
 from kongflow.service.environments import Environment
-from kongflow.service.outbound import MiB, Outbound, Unreachable
+from kongflow.service.outbound import MiB, Outbound
 from kongflow.service.registry import Registry
 from kongflow.service.rows import Endpoint
 from kongflow.typed import WorkerQueue
@@ -47,12 +47,8 @@ class EndpointService:
     async def create_endpoint(self, environment: Environment, slug: str, url: str) -> Endpoint:
         """Register (or re-point) an endpoint and queue its indexing, storing nothing if it
         fails: UrlRefused (a ValueError) if the URL may not be called (its form, or the
-        network policy: checked before any connection), EndpointError if it does not answer
-        PING as this endpoint."""
-        try:
-            await self.outbound.check_url(url)
-        except Unreachable as exc:
-            raise EndpointError(str(exc)) from None
+        network policy, checked as the PING connects, before anything is sent), EndpointError
+        if it does not answer PING as this endpoint."""
         pong = await self._api(url, environment.api_key).ping(slug)
         if not pong.ok:
             # Its words stay in the log: the answer is the target's, not ours to hand on.
