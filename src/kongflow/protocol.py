@@ -17,8 +17,17 @@ ACTION_HEADER = "x-trigger-action"
 API_KEY_HEADER = "x-trigger-api-key"
 ENDPOINT_ID_HEADER = "x-trigger-endpoint-id"
 SIGNATURE_HEADER = "X-Trigger-Signature-256"
+VERSION_HEADER = "x-trigger-version"
+RUN_METADATA_HEADER = "x-trigger-run-metadata"
+CACHED_TASKS_CURSOR_HEADER = "x-cached-tasks-cursor"
 
-Action = Literal["PING", "INDEX_ENDPOINT", "EXECUTE_JOB"]
+#: trigger.dev's API versions: the server's own (sent on EXECUTE_JOB; an SDK that sees it
+#: enables io.yield and lazy loading of cached tasks) and the one that sends task output as a
+#: JSON string to `.../tasks/{id}/complete`.
+LAZY_LOADED_CACHED_TASKS = "2023-09-29"
+SERIALIZED_TASK_OUTPUT = "2023-11-01"
+
+Action = Literal["PING", "INDEX_ENDPOINT", "EXECUTE_JOB", "RUN_NOTIFICATION"]
 EnvironmentType = Literal["DEVELOPMENT", "STAGING", "PRODUCTION"]
 
 
@@ -139,8 +148,29 @@ class ProjectRef(Wire):
     slug: str
 
 
+class CachedTask(Wire):
+    """A completed task sent back with an execution, so the endpoint skips it (its `id` is the
+    idempotency key, as trigger.dev sends it)."""
+
+    id: str
+    idempotency_key: str
+    status: str
+    noop: bool = False
+    output: Any = None
+    parent_id: str | None = None
+
+
+class AutoYieldConfig(Wire):
+    """How close to `runChunkExecutionLimit` (ms left) the SDK yields at each point of a task."""
+
+    start_task_threshold: int
+    before_execute_task_threshold: int
+    before_complete_task_threshold: int
+    after_complete_task_threshold: int
+
+
 class RunJobBody(Wire):
-    """What EXECUTE_JOB sends (trigger.dev's RunJobBody, without the io-task fields)."""
+    """What EXECUTE_JOB sends (trigger.dev's RunJobBody)."""
 
     def wire(self) -> dict[str, Any]:
         # Nulls are kept: trigger.dev requires `event.payload` even when it is null.
@@ -152,6 +182,32 @@ class RunJobBody(Wire):
     environment: EnvironmentRef
     organization: OrganizationRef
     project: ProjectRef | None = None
+    tasks: list[CachedTask] | None = None
+    cached_task_cursor: str | None = None
+    noop_tasks_set: str | None = None
+    yielded_executions: list[str] | None = None
+    run_chunk_execution_limit: int | None = None
+    auto_yield_config: AutoYieldConfig | None = None
+
+
+class DisplayProperty(Wire):
+    label: str
+    text: str
+    url: str | None = None
+
+
+class TaskState(Wire):
+    """A task as the endpoint reports it in an execution answer (trigger.dev's TaskSchema);
+    only the fields the run engine acts on are read."""
+
+    id: str
+    name: str = "Task"
+    status: str
+    noop: bool = False
+    delay_until: datetime | None = None
+    operation: str | None = None
+    callback_url: str | None = None
+    output_properties: list[DisplayProperty] | None = None
 
 
 class ErrorWithStack(Wire):
@@ -176,7 +232,7 @@ class RunJobSuccess(Wire):
 class RunJobError(Wire):
     status: Literal["ERROR"]
     error: ErrorWithStack
-    task: Any = None
+    task: TaskState | None = None
 
 
 class RunJobInvalidPayload(Wire):
@@ -189,22 +245,93 @@ class RunJobUnresolvedAuth(Wire):
     issues: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunJobUnsupported(Wire):
-    """io-task answers (RESUME_WITH_TASK, RETRY_WITH_TASK, CANCELED, YIELD_EXECUTION, ...):
-    understood, but kongflow runs jobs without io tasks."""
+class RunJobResumeWithTask(Wire):
+    status: Literal["RESUME_WITH_TASK"]
+    task: TaskState
 
-    status: Literal[
-        "RESUME_WITH_TASK",
-        "RETRY_WITH_TASK",
-        "CANCELED",
-        "YIELD_EXECUTION",
-        "AUTO_YIELD_EXECUTION",
-        "AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK",
-    ]
+
+class RunJobRetryWithTask(Wire):
+    status: Literal["RETRY_WITH_TASK"]
+    task: TaskState
+    error: ErrorWithStack
+    retry_at: datetime
+
+
+class RunJobCanceled(Wire):
+    status: Literal["CANCELED"]
+    task: TaskState
+
+
+class RunJobYield(Wire):
+    status: Literal["YIELD_EXECUTION"]
+    key: str
+
+
+class AutoYieldMetadata(Wire):
+    location: str
+    time_remaining: float
+    time_elapsed: float
+    limit: float | None = None
+
+
+class RunJobAutoYield(AutoYieldMetadata):
+    status: Literal["AUTO_YIELD_EXECUTION"]
+
+
+class RunJobAutoYieldWithCompletedTask(Wire):
+    """The SDK ran out of time just after a task's body: the server completes the task with
+    `output` (a JSON string) and re-executes."""
+
+    status: Literal["AUTO_YIELD_EXECUTION_WITH_COMPLETED_TASK"]
+    id: str
+    properties: list[DisplayProperty] | None = None
+    output: str | None = None
+    data: AutoYieldMetadata
+
+
+class RunJobAutoYieldRateLimit(Wire):
+    """The server answered 429: re-execute at `reset` (epoch milliseconds)."""
+
+    status: Literal["AUTO_YIELD_RATE_LIMIT"]
+    reset: float
+
+
+ChildOutcome = Annotated[
+    RunJobError
+    | RunJobInvalidPayload
+    | RunJobUnresolvedAuth
+    | RunJobResumeWithTask
+    | RunJobRetryWithTask
+    | RunJobCanceled
+    | RunJobYield
+    | RunJobAutoYield
+    | RunJobAutoYieldWithCompletedTask
+    | RunJobAutoYieldRateLimit,
+    Field(discriminator="status"),
+]
+
+
+class RunJobResumeWithParallelTask(Wire):
+    """io.parallel: the parent task waits, each child's own outcome is in `childErrors`."""
+
+    status: Literal["RESUME_WITH_PARALLEL_TASK"]
+    task: TaskState
+    child_errors: list[ChildOutcome] = Field(default_factory=list)
 
 
 RunJobResponse = Annotated[
-    RunJobSuccess | RunJobError | RunJobInvalidPayload | RunJobUnresolvedAuth | RunJobUnsupported,
+    RunJobSuccess
+    | RunJobError
+    | RunJobInvalidPayload
+    | RunJobUnresolvedAuth
+    | RunJobResumeWithTask
+    | RunJobRetryWithTask
+    | RunJobCanceled
+    | RunJobYield
+    | RunJobAutoYield
+    | RunJobAutoYieldWithCompletedTask
+    | RunJobAutoYieldRateLimit
+    | RunJobResumeWithParallelTask,
     Field(discriminator="status"),
 ]
 RUN_JOB_RESPONSE: TypeAdapter[RunJobResponse] = TypeAdapter(RunJobResponse)
