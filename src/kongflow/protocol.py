@@ -173,8 +173,10 @@ class RunJobBody(Wire):
     """What EXECUTE_JOB sends (trigger.dev's RunJobBody)."""
 
     def wire(self) -> dict[str, Any]:
-        # Nulls are kept: trigger.dev requires `event.payload` even when it is null.
-        return self.model_dump(mode="json", by_alias=True)
+        # The event keeps its nulls (trigger.dev requires `event.payload` even when null);
+        # the optional parts are left out when absent, since null is not "absent" to zod.
+        body = self.model_dump(mode="json", by_alias=True)
+        return {key: value for key, value in body.items() if value is not None}
 
     event: ApiEventLog
     job: JobRef

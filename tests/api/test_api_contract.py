@@ -65,12 +65,19 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         ("post", "/api/v1/jobs/{}/test", "echo"),
         ("post", "/api/v1/jobs/{}/invoke", "echo"),
         ("get", "/api/v1/runs/{}", done),
-        ("get", "/api/v1/runs/{}/statuses", done),
+        ("get", "/api/v1/runs/{}/history", done),
         ("get", "/api/v2/runs/{}", done),
         ("get", "/api/v2/runs/{}/statuses", done),
         ("post", "/api/v1/runs/{}/cancel", done),
         ("post", "/api/v1/runs/{}/tasks", done),
+        ("post", "/api/v1/runs/{}/tasks/t1/complete", done),
+        ("post", "/api/v1/runs/{}/tasks/t1/fail", done),
+        ("put", "/api/v1/runs/{}/statuses/s1", done),
         ("post", "/api/v1/events/{}/cancel", "evt-1"),
+        ("get", "/api/v1/store/{}", "k"),
+        ("head", "/api/v1/store/{}", "k"),
+        ("put", "/api/v1/store/{}", "k"),
+        ("delete", "/api/v1/store/{}", "k"),
         ("get", "/api/v1/jobs/{}/runs", "echo"),
     ]
     for method, path, real in routes_with_ids:
@@ -78,8 +85,7 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         await send(method, path.format(real), **malformed)
         await send(method, path.format(real), **too_big)
         await send(method, path.format(long_id))
-        body = {"idempotencyKey": "t"} if path.endswith("tasks") else None
-        await send(method, path.format("nope"), json=body)
+        await send(method, path.format("nope"), **_valid(path))
     for method, path in [
         ("post", "/api/v1/events"),
         ("post", "/api/v1/events/bulk"),
@@ -97,17 +103,32 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
     await send("post", "/api/v1/jobs/echo/invoke", headers={"idempotency-key": "k"})  # 200
     await send("post", "/api/v1/jobs/boom/invoke", headers={"idempotency-key": "k"})  # 409
     await send("get", f"/api/v1/runs/{done}")
-    await send("get", f"/api/v1/runs/{done}/statuses")
+    await send("get", f"/api/v1/runs/{done}/history")
     await send("get", f"/api/v2/runs/{done}")
     await send("get", "/api/v1/jobs/echo/runs?take=1")
     await send("get", f"/api/v2/runs/{done}/statuses")
     await send("post", f"/api/v1/runs/{done}/cancel")
-    await send("post", f"/api/v1/runs/{done}/tasks", json={"idempotencyKey": "t", "noop": True})
     gated = await stack.test("gate")
     await stack.executing(gated)
-    await send("post", f"/api/v1/runs/{gated}/tasks", json={"idempotencyKey": "a", "noop": True})
-    await send("post", f"/api/v1/runs/{gated}/tasks", json={"idempotencyKey": "b"})  # 422
+    tasks = f"/api/v1/runs/{gated}/tasks"
+    task = await send("post", tasks, json={"idempotencyKey": "a"}, headers={"idempotency-key": "a"})
+    await send("post", tasks, json={"idempotencyKey": "b"})  # 400: no Idempotency-Key header
+    again = await stack.api.post(
+        tasks, json={"idempotencyKey": "a"}, headers={"idempotency-key": "a"}
+    )
+    task_id = again.json()["id"]
+    assert task == 200
+    await send("post", f"{tasks}/{task_id}/fail", json={"error": {"message": "m"}})
+    await send("post", f"{tasks}/{task_id}/complete", json={})
+    await send("post", f"{tasks}/nope/complete", json={})  # 404
+    await send("put", f"/api/v1/runs/{gated}/statuses/s1", json={"label": "L"})
     stack.release.set()
+    await send("put", "/api/v1/store/k", content=b'"v"', headers={"content-type": "text/plain"})
+    await send("put", "/api/v1/store/k", content=b"x" * (300 * 1024))  # 413
+    await send("get", "/api/v1/store/k")
+    await send("head", "/api/v1/store/k")
+    await send("head", "/api/v1/store/none")  # 404
+    await send("delete", "/api/v1/store/k")
     await send("post", "/api/v1/events", json={"event": {"name": "test.echo", "id": "evt-1"}})
     await send("post", "/api/v1/events/bulk", json={"events": [{"name": "test.echo"}]})
     await send("post", "/api/v1/events/evt-1/cancel")
@@ -120,8 +141,8 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
     await stack.jobs.queue.stop(5)
     await stack.jobs.client.pool.close()
     for method, path, real in routes_with_ids:
-        body = {"idempotencyKey": "t"} if path.endswith("tasks") else None
-        await send(method, path.format(real), json=body)
+        await send(method, path.format(real), **_valid(path))
+    await send("head", "/api/v1/store/k")
     await send("post", "/api/v1/events", json={"event": {"name": "test.echo"}})
     await send("post", "/api/v1/events/bulk", json={"events": [{"name": "test.echo"}]})
     await send("post", "/api/v1/endpoints", json={"slug": ENDPOINT_SLUG, "url": stack.endpoint_url})
@@ -135,3 +156,14 @@ async def test_every_documented_status_is_answered_and_every_answer_documented(
         assert send.seen[route] <= statuses, f"{route}: answered, not documented: " + str(
             sorted(send.seen[route] - statuses)
         )
+
+
+def _valid(path: str) -> dict[str, Any]:
+    """A body (and headers) the route takes, so that only its id decides the answer."""
+    if path.endswith("/tasks"):
+        return {"json": {"idempotencyKey": "t"}, "headers": {"idempotency-key": "t"}}
+    if path.endswith("/fail"):
+        return {"json": {"error": {"message": "m"}}}
+    if path.endswith("/complete") or "/statuses/" in path:
+        return {"json": {}}
+    return {}

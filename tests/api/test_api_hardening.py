@@ -379,7 +379,7 @@ async def test_openapi_declares_bearer_auth_and_the_error_statuses(api: Api) -> 
             assert operation["security"], (method, path)
             codes = set(operation["responses"])
             assert {"400", "401", "413", "503"} <= codes, (method, path)
-            success = [c for c in codes if c.startswith("2")]
+            success = [c for c in codes if c.startswith("2") and method != "head"]  # bodiless
             for code in success:  # each success answer is a documented model
                 content = operation["responses"][code].get("content", {})
                 assert content.get("application/json", {}).get("schema"), (method, path, code)

@@ -385,6 +385,7 @@ async def test_example_endpoint_index_and_ping(example: httpx.AsyncClient) -> No
     assert [(job.id, job.event.name) for job in index.jobs] == [
         ("hello-world", "example.hello"),
         ("count-words", "example.text"),
+        ("wait-and-greet", "example.wait"),
     ]
 
 

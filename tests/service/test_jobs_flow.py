@@ -352,23 +352,64 @@ async def test_bad_requests_get_clear_errors(stack: Stack) -> None:
     assert "/api/v1/jobs/{job_slug}/invoke" in schema.json()["paths"]
 
 
-async def test_noop_io_tasks_of_trigger_dev_sdks_are_completed(stack: Stack) -> None:
+async def test_io_tasks_are_created_by_idempotency_key_then_completed_or_failed(
+    stack: Stack,
+) -> None:
     run_id = await stack.test("gate")
-
     await stack.executing(run_id)
     url = f"/api/v1/runs/{run_id}/tasks"
-    log = await stack.api.post(
-        url, json={"idempotencyKey": "k1", "name": "log", "noop": True, "description": "x"}
+
+    async def task(key: str, version: str | None = "2023-09-29", **body: object) -> dict:
+        headers = {"idempotency-key": key} | ({"trigger-version": version} if version else {})
+        response = await stack.api.post(url, json={"idempotencyKey": key, **body}, headers=headers)
+        assert response.status_code == 200, response.text
+        answer: dict = response.json()
+        if version is None:
+            return answer
+        assert response.headers["trigger-version"] == "2023-09-29"
+        return answer["task"]  # type: ignore[no-any-return]
+
+    log = await task("k1", name="log", noop=True, description="x")
+    assert (log["status"], log["attempts"], log["noop"]) == ("COMPLETED", 1, True)
+    assert (await task("k1", name="log", noop=True))["id"] == log["id"]  # the same task again
+    later = datetime.now(UTC) + timedelta(hours=1)
+    wait = await task("k2", name="wait", noop=True, delayUntil=later.isoformat())
+    assert wait["status"] == "WAITING"
+    step = await task("k3", version=None, name="step")  # without the version: a bare task
+    assert (step["status"], step["idempotencyKey"]) == ("RUNNING", "k3")
+    done = await stack.api.post(
+        f"{url}/{step['id']}/complete",
+        json={"output": '{"n": 1}'},
+        headers={"trigger-version": "2023-11-01"},
     )
-    assert log.status_code == 200
-    assert log.json()["status"] == "COMPLETED"
-    wait = await stack.api.post(url, json={"idempotencyKey": "k2", "name": "wait"})
-    assert wait.status_code == 422
-    assert "not supported" in wait.json()["error"]
+    assert (done.json()["status"], done.json()["output"]) == ("COMPLETED", {"n": 1})
+    failing = await task("k4", name="failing")
+    failed = await stack.api.post(f"{url}/{failing['id']}/fail", json={"error": {"message": "no"}})
+    assert (failed.json()["status"], failed.json()["output"]) == ("ERRORED", {"message": "no"})
+    # a finished task stays as it is
+    again = await stack.api.post(f"{url}/{failing['id']}/complete", json={"output": 1})
+    assert again.json()["status"] == "ERRORED"
+
+    missing = await stack.api.post(url, json={"idempotencyKey": "k5"})
+    assert missing.status_code == 400 and "Idempotency-Key" in missing.json()["error"]
+    open_step = await task("k7", name="step")
+    bad_output = await stack.api.post(
+        f"{url}/{open_step['id']}/complete",
+        json={"output": "{nope"},
+        headers={"trigger-version": "2023-11-01"},
+    )
+    assert bad_output.status_code == 400 and "not JSON" in bad_output.json()["error"]
+    assert (await task("k7", name="step"))["status"] == "RUNNING"
+    nowhere = await stack.api.post(f"{url}/no-such-task/complete", json={})
+    assert nowhere.status_code == 404
+    other_parent = await stack.api.post(
+        url,
+        json={"idempotencyKey": "k6", "parentId": "no-such-task"},
+        headers={"idempotency-key": "k6"},
+    )
+    assert other_parent.status_code == 400
     stack.release.set()
     assert (await stack.run(run_id))["status"] == "SUCCESS"
-    late = await stack.api.post(url, json={"idempotencyKey": "k3", "noop": True})
-    assert late.status_code == 409
 
 
 async def test_an_output_postgresql_cannot_store_fails_the_run(stack: Stack) -> None:

@@ -4,16 +4,23 @@ calls create exactly one event or run each (the SDK retries any answer but 200).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from kongflow.api import BackgroundServer
 from tests.support.jobs_stack import Stack, jobs_stack, wait_until
 from tests.support.node_sdk import NodeSdk, install
 
 ENDPOINT_ID = "node-app"
+NODE_JOBS = 9  # the jobs tests/node/endpoint.mjs defines (without INTERVAL_SECONDS)
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +30,8 @@ def node_root() -> Path:
 
 @pytest.fixture
 async def stack(database_url: str, schema: str) -> AsyncIterator[Stack]:
-    async with jobs_stack(database_url, schema) as stack:
+    # A long request deadline: the SDK yields (and is executed again) just before it.
+    async with jobs_stack(database_url, schema, request_timeout=30.0) as stack:
         yield stack
 
 
@@ -35,7 +43,7 @@ async def node(stack: Stack, node_root: Path) -> AsyncIterator[NodeSdk]:
         assert response.status_code == 200, response.text
 
         async def indexed() -> bool:
-            return await count(stack, "job_definitions", "slug like 'node-%%'") == 2
+            return await count(stack, "job_definitions", "slug like 'node-%%'") == NODE_JOBS
 
         await wait_until(indexed, timeout=20)
         yield sdk
@@ -128,3 +136,124 @@ async def test_get_runs_pages_a_jobs_runs_newest_first(stack: Stack, node: NodeS
     )
     assert [r["id"] for r in rest["runs"]] == run_ids[:1]
     assert rest.get("nextCursor") is None
+
+
+async def status_of(stack: Stack, run_id: str) -> str:
+    response = await stack.api.get(f"/api/v1/runs/{run_id}")
+    return str(response.json()["status"])
+
+
+async def test_three_steps_the_second_retried_once(stack: Stack, node: NodeSdk) -> None:
+    run_id = await stack.test("node-steps")
+    run = await stack.run(run_id, timeout=30)
+    assert run["status"] == "SUCCESS", run["output"]
+    assert run["output"] == {"one": 1, "two": 2, "attempts": 2, "three": 3}
+    # Each completed step is skipped on re-execution: 1 runs once, 2 twice (its retry), 3 once.
+    assert (await node.calls())[run_id] == {"step-1": 1, "step-2": 2, "step-3": 1}
+    assert run["executionCount"] == 2  # one retry of step 2: one re-execution
+    read = await node.call("getRun", run_id)
+    assert [(t["name"], t["status"]) for t in read["tasks"]] == [
+        ("Task", "COMPLETED"),
+        ("log", "COMPLETED"),
+        ("Task", "COMPLETED"),
+        ("Task", "COMPLETED"),
+    ]
+    assert [t["displayKey"] for t in read["tasks"]] == ["step-1", None, "step-2", "step-3"]
+    assert "WAITING_TO_CONTINUE" in await stack.statuses(run_id)
+
+
+async def test_wait_really_waits_then_on_success_is_called_once(
+    stack: Stack, node: NodeSdk
+) -> None:
+    run_id = await stack.test("node-wait", {"seconds": 2})
+
+    async def waiting() -> bool:
+        return await status_of(stack, run_id) == "WAITING_TO_CONTINUE"
+
+    await wait_until(waiting, timeout=20)
+    run = await stack.run(run_id, timeout=30)
+    assert run["status"] == "SUCCESS", run["output"]
+    assert run["output"]["waitedMs"] >= 2000
+
+    async def notified() -> bool:
+        return (await node.calls())[run_id].get("onSuccess") == 1
+
+    await wait_until(notified, timeout=20)
+    await asyncio.sleep(1)  # and no second notification comes
+    assert (await node.calls())[run_id] == {"before": 1, "after": 1, "onSuccess": 1}
+
+
+async def test_a_run_cancelled_while_it_waits_stays_cancelled(stack: Stack, node: NodeSdk) -> None:
+    run_id = await stack.test("node-wait", {"seconds": 1})
+
+    async def waiting() -> bool:
+        return await status_of(stack, run_id) == "WAITING_TO_CONTINUE"
+
+    await wait_until(waiting, timeout=20)
+    cancelled = await node.call("cancelRun", run_id)
+    assert cancelled["status"] == "CANCELED"
+    pause = next(t for t in cancelled["tasks"] if t["displayKey"] == "pause")
+    assert pause["status"] == "CANCELED"
+    await asyncio.sleep(2.5)  # past the wait: nothing resumes it
+    assert await status_of(stack, run_id) == "CANCELED"
+    assert "after" not in (await node.calls())[run_id]
+
+
+async def test_statuses_store_and_events_sent_from_a_run(stack: Stack, node: NodeSdk) -> None:
+    run_id = await stack.test("node-io")
+    run = await stack.run(run_id, timeout=30)
+    assert run["status"] == "SUCCESS", run["output"]
+    assert run["output"] == {"remembered": {"colour": "green"}, "sent": "node.echo"}
+    statuses = await node.call("getRunStatuses", run_id)
+    (progress,) = statuses["statuses"]
+    assert (progress["key"], progress["label"], progress["state"]) == (
+        "progress",
+        "Working",
+        "success",
+    )
+    assert progress["data"] == {"done": 1}
+    assert [h.get("state") for h in progress["history"]] == ["loading", "success"]
+    shared = await stack.api.get("/api/v1/store/shared")
+    assert shared.json() == {"action": "GET", "key": "shared", "value": "42"}
+    assert await count(stack, "event_records", "name = 'node.echo'") == 1
+
+    async def echoed() -> bool:
+        return await count(stack, "job_runs r", "r.status = 'SUCCESS'") == 2
+
+    await wait_until(echoed, timeout=20)
+
+
+async def test_invalid_payload_and_a_filtered_event_from_node(stack: Stack, node: NodeSdk) -> None:
+    run = await stack.run(await stack.test("node-typed", {"n": "x"}))
+    assert run["status"] == "INVALID_PAYLOAD"
+    assert run["output"]["errors"][0]["path"] == ["n"]
+    free = await node.call(
+        "sendEvent", json.dumps({"name": "node.plan", "payload": {"plan": "free"}})
+    )
+    pro = await node.call(
+        "sendEvent", json.dumps({"name": "node.plan", "payload": {"plan": "pro"}})
+    )
+
+    async def pro_ran() -> bool:
+        return await stack.runs_of_event(pro["id"]) == [("node-filtered", "SUCCESS")]
+
+    await wait_until(pro_ran, timeout=20)
+    assert await stack.runs_of_event(free["id"]) == []
+
+
+async def test_a_background_fetch_is_made_by_kongflow(stack: Stack, node: NodeSdk) -> None:
+    received: list[tuple[str, bytes]] = []
+
+    async def target(request: Request) -> JSONResponse:
+        received.append((request.method, await request.body()))
+        await asyncio.sleep(0.5)  # the run waits meanwhile, holding no request open
+        return JSONResponse({"answer": 42})
+
+    app = Starlette(routes=[Route("/slow", target, methods=["POST"])])
+    async with BackgroundServer(app) as server:
+        run_id = await stack.test("node-fetch", {"url": f"{server.url}/slow"})
+        run = await stack.run(run_id, timeout=30)
+    assert run["status"] == "SUCCESS", run["output"]
+    assert run["output"] == {"body": {"answer": 42}}
+    assert received == [("POST", b'{"q":1}')]
+    assert "WAITING_TO_CONTINUE" in await stack.statuses(run_id)

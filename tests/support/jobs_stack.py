@@ -159,7 +159,7 @@ class Stack:
         await wait_until(executing)
 
     async def statuses(self, run_id: str) -> list[str]:
-        response = await self.api.get(f"/api/v1/runs/{run_id}/statuses")
+        response = await self.api.get(f"/api/v1/runs/{run_id}/history")
         assert response.status_code == 200, response.text
         return [s["status"] for s in response.json()["statuses"]]
 

@@ -12,10 +12,11 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import platformdirs
 
 SOURCE = Path(__file__).resolve().parent.parent / "node"
@@ -55,13 +56,28 @@ class NodeSdk:
     api_key: str
     endpoint_id: str
 
+    extra_env: dict[str, str] = field(default_factory=dict)
+
     @property
     def env(self) -> dict[str, str]:
-        return os.environ | {
-            "TRIGGER_API_URL": self.api_url,
-            "TRIGGER_API_KEY": self.api_key,
-            "ENDPOINT_ID": self.endpoint_id,
-        }
+        return (
+            os.environ
+            | {
+                "TRIGGER_API_URL": self.api_url,
+                "TRIGGER_API_KEY": self.api_key,
+                "ENDPOINT_ID": self.endpoint_id,
+            }
+            | self.extra_env
+        )
+
+    endpoint_url: str = ""
+
+    async def calls(self) -> dict[str, dict[str, int]]:
+        """What the endpoint's jobs recorded, by run: how often each step ran, which hooks."""
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{self.endpoint_url}/calls")
+        calls: dict[str, dict[str, int]] = response.json()
+        return calls
 
     @asynccontextmanager
     async def endpoint(self) -> AsyncIterator[str]:
@@ -77,7 +93,8 @@ class NodeSdk:
             assert process.stdout is not None
             line = await asyncio.wait_for(process.stdout.readline(), 30)
             port = json.loads(line)["port"]
-            yield f"http://127.0.0.1:{port}"
+            self.endpoint_url = f"http://127.0.0.1:{port}"
+            yield self.endpoint_url
         finally:
             if process.returncode is None:
                 process.terminate()

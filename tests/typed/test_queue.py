@@ -204,6 +204,7 @@ EXPECTED = {
     "missingConnectionCreated": (None, 0, 3),
     "connectionCreated": (None, 0, 3),
     "resumeRun": (None, 0, 10),
+    "resumeTask": (None, 0, 10),
     "deliverRunSubscriptions": (None, 0, 5),
     "deliverRunSubscription": (None, 0, 13),
 }

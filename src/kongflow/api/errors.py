@@ -40,8 +40,7 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "no such resource in this environment",
         409: "conflicts with the resource's state",
         413: f"request body over {MAX_BODY_BYTES // 1024} KiB",
-        422: "understood but not possible: an endpoint that did not answer correctly, an io"
-        " task kongflow does not run",
+        422: "understood but not possible: an endpoint that did not answer correctly",
         503: "the database is unavailable (see Retry-After)",
     }
     return {code: {"model": ErrorBody, "description": described[code]} for code in statuses}

@@ -4,7 +4,7 @@ wire, as trigger.dev's SDK sends them). A value out of bounds is a 400 naming it
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import (
@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictFloat,
     StrictInt,
     TypeAdapter,
@@ -80,9 +81,14 @@ def _epoch_ms(value: Any) -> Any:
     raise ValueError("must be an ISO-8601 date string or whole milliseconds since the epoch")
 
 
-def _within_a_year(when: datetime) -> datetime:
+def _aware(when: datetime) -> datetime:
     if when.tzinfo is None:
         raise ValueError("an ISO-8601 date must include its time zone (e.g. 'Z' or '+02:00')")
+    return when
+
+
+def _within_a_year(when: datetime) -> datetime:
+    _aware(when)
     now, year = datetime.now(UTC), timedelta(seconds=MAX_DELAY_SECONDS)
     if not now - year <= when <= now + year:
         raise ValueError("must be within 366 days of now")
@@ -122,14 +128,63 @@ class SendEventsBody(Body):
     options: SendEventOptions = Field(default_factory=SendEventOptions)
 
 
-class RunTaskBody(BaseModel):
-    """An io task as trigger.dev's v2 SDK sends it; only `noop` ones (io.logger) are run."""
+class Lenient(BaseModel):
+    """A body as trigger.dev's SDK sends it: fields kongflow does not use are ignored."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class TaskCallback(Lenient):
+    enabled: bool = False
+
+
+AwareTime = Annotated[datetime, AfterValidator(_aware)]
+Name = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
+
+
+class RunTaskBody(Lenient):
+    """An io task (trigger.dev's RunTaskBody): created by its idempotency key."""
 
     idempotency_key: Identifier
-    name: str = "task"
+    name: Name = "Task"
+    display_key: Name | None = None
+    icon: Name | None = None
+    description: str | None = Field(default=None, max_length=10_000)
     noop: bool = False
+    params: Any = None
+    properties: list[JsonValue] | None = Field(default=None, max_length=100)
+    style: dict[str, Any] | None = None
+    delay_until: AwareTime | None = None
+    operation: Name | None = None
+    parent_id: Identifier | None = None
+    parallel: bool = False
+    callback: TaskCallback | None = None
+
+
+class CompleteTaskBody(Lenient):
+    """A task's completion: `output` is a JSON string with `Trigger-Version: 2023-11-01`,
+    the JSON value itself without it."""
+
+    output: Any = None
+    properties: list[JsonValue] | None = Field(default=None, max_length=100)
+
+
+class TaskFailure(Lenient):
+    message: str
+    name: str | None = None
+    stack: str | None = None
+
+
+class FailTaskBody(Lenient):
+    error: TaskFailure
+
+
+class StatusUpdateBody(Lenient):
+    """io.createStatus / status.update: each given field replaces the stored one."""
+
+    label: Name | None = None
+    state: Literal["loading", "success", "failure"] | None = None
+    data: dict[str, Any] | None = None
 
 
 class CreateEndpointBody(Body):

@@ -1,10 +1,12 @@
 """`kongflow dev`: the whole system on one machine. The database (embedded unless
 DATABASE_URL), migrated; the API; a worker running the jobs service; and an example endpoint
-with two jobs, registered in a default development environment."""
+with three jobs (one waits between its tasks, calling the API back), registered in a default
+development environment."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,8 +27,9 @@ from kongflow.cli.serve import listen_api, stop_signals
 from kongflow.settings import DEFAULT_SCHEMA, mask_url
 
 if TYPE_CHECKING:  # the service, API and SDK load only when `dev` runs, not for every command
+    from kongflow.api import BackgroundServer
     from kongflow.service.environments import Environment
-    from kongflow.service.rows import RunStatus
+    from kongflow.service.rows import Json, RunStatus
     from kongflow.service.service import JobsService
 
 
@@ -60,8 +63,9 @@ async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concur
         with console.status("migrating and starting the worker"):
             await jobs.start()
         env = await jobs.environments.ensure()
-        endpoint = example_endpoint(env.api_key)
         api_server = await listen_api(jobs, host, port)
+        # The example's io calls (its tasks, its wait) go to this API.
+        endpoint = example_endpoint(env.api_key, api_url=_reachable_url(api_server))
         async with BackgroundServer(endpoint.app) as endpoint_server, api_server:
             await jobs.endpoints.create_endpoint(env, endpoint.id, endpoint_server.url)
             _welcome(url, env, api_server.url, endpoint_server.url, endpoint.id)
@@ -81,13 +85,26 @@ async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concur
         await jobs.close(timeout=10)
 
 
+def _reachable_url(server: BackgroundServer) -> str:
+    """The server's URL as a client on this machine reaches it (a wildcard address, which
+    the server listens on, is not one to connect to)."""
+    if server.host in ("0.0.0.0", ""):
+        return f"http://127.0.0.1:{server.port}"
+    if server.host == "::":
+        return f"http://[::1]:{server.port}"
+    return server.url
+
+
 def _welcome(db_url: str, env: Environment, api: str, endpoint_url: str, slug: str) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("database", mask_url(db_url))
     table.add_row("API", f"{api}  (OpenAPI: {api}/docs)")
     table.add_row("environment", f"{env.organization_slug}/{env.project_slug}/{env.slug}")
     table.add_row("API key", f"[bold]{env.api_key}[/bold]")
-    table.add_row("example endpoint", f"{slug} at {endpoint_url} (jobs hello-world, count-words)")
+    table.add_row(
+        "example endpoint",
+        f"{slug} at {endpoint_url} (jobs hello-world, count-words, wait-and-greet)",
+    )
     table.add_row("outbound calls", "development: loopback and private networks allowed")
     console.print(table)
     console.print(
@@ -97,27 +114,45 @@ def _welcome(db_url: str, env: Environment, api: str, endpoint_url: str, slug: s
     )
 
 
+#: What the demo tests: a job that answers at once, then one that waits between its tasks.
+DEMO_JOBS: tuple[tuple[str, Json], ...] = (
+    ("hello-world", {"name": "kongflow"}),
+    ("wait-and-greet", {"name": "kongflow", "seconds": 1}),
+)
+#: How long the demo follows a run.
+DEMO_RUN_LIMIT = 30.0
+
+
 async def _demo(jobs: JobsService, env: Environment) -> None:
-    """Test hello-world once indexing has registered it, and follow the run to its end."""
+    """Test each demo job once indexing has registered it, and follow its run to its end."""
+    for job_id, payload in DEMO_JOBS:
+        await _demo_job(jobs, env, job_id, payload)
+
+
+async def _demo_job(jobs: JobsService, env: Environment, job_id: str, payload: Json) -> None:
     from kongflow.service.runs import TERMINAL, JobNotFoundError
 
     for _ in range(100):
         try:
-            queued = await jobs.runs.test_job(env, "hello-world", {"name": "kongflow"})
+            queued = await jobs.runs.test_job(env, job_id, payload)
             break
         except JobNotFoundError:
             await asyncio.sleep(0.1)  # the endpoint is being indexed
     else:
         raise fail("the example endpoint was not indexed within 10 s: is the worker running?")
-    console.print(f"demo: tested hello-world, run {queued.run_id}")
+    console.print(f"demo: tested {job_id}, run {queued.run_id}")
+    deadline = time.monotonic() + DEMO_RUN_LIMIT
     with Live(console=console, transient=False) as live:
         while True:
             run = await jobs.runs.get_run(env, queued.run_id)
             assert run is not None
             live.update(_statuses_table(run.statuses))
-            if run.status in TERMINAL:
+            if run.status in TERMINAL or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)
+    if run.status not in TERMINAL:
+        console.print(f"\ndemo: run still [bold]{run.status}[/bold] after {DEMO_RUN_LIMIT:g} s")
+        return
     console.print(f"\ndemo: run ended [bold]{run.status}[/bold] with output {run.output}")
 
 

@@ -47,6 +47,9 @@ def serve(
     api: Annotated[bool, typer.Option(help="Serve the HTTP API.")] = True,
     worker: Annotated[bool, typer.Option(help="Run the jobs service's tasks.")] = True,
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs the worker runs at once.")] = 10,
+    lease: Annotated[
+        float, typer.Option(min=0.1, help="Seconds without heartbeat before jobs are rescued.")
+    ] = 30.0,
     allow_network: AllowNetwork = None,
     database_url: DatabaseUrl = None,
     schema: Schema = DEFAULT_SCHEMA,
@@ -59,7 +62,7 @@ def serve(
     schema = checked_schema(schema)
     network = network_policy(allow_network or [])
     url = connect_url(database_url)
-    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, network))
+    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, lease, network))
 
 
 def network_policy(allow_networks: list[str]) -> NetworkPolicy:
@@ -81,13 +84,14 @@ async def _serve(
     api: bool,
     worker: bool,
     concurrency: int,
+    lease: float,
     network: NetworkPolicy,
 ) -> None:
     from kongflow.service.service import JobsOptions, JobsService
 
     stop = stop_signals()
     options = JobsOptions(network=network)
-    jobs = JobsService(url, schema=schema, concurrency=concurrency, options=options)
+    jobs = JobsService(url, schema=schema, concurrency=concurrency, lease=lease, options=options)
     try:
         await (jobs.start() if worker else jobs.open())
         server = await listen_api(jobs, host, port) if api else None

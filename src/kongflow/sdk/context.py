@@ -1,8 +1,8 @@
-"""What a job's run function receives besides its payload: the run's `Context` and its `IO`."""
+"""What a job's run function receives besides its payload: the run's `Context` and its `IO`
+(defined in `kongflow.sdk.io`, re-exported here)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,8 +13,7 @@ from kongflow.protocol import (
     ProjectRef,
     RunJobBody,
 )
-
-LOGGER_NAME = "kongflow.sdk"
+from kongflow.sdk.io import IO, LOGGER_NAME
 
 
 @dataclass(frozen=True)
@@ -49,14 +48,4 @@ class Context:
         )
 
 
-class IO:
-    """The run's toolbox. kongflow runs a job in one go, without trigger.dev's io tasks
-    (runTask, wait, integrations): a job is retried as a whole, so there is nothing to resume
-    and `io` only carries a logger.
-
-    `io.logger` logs to `kongflow.sdk` with `run_id` and `job_id` on every record."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.logger: logging.LoggerAdapter[logging.Logger] = logging.LoggerAdapter(
-            logging.getLogger(LOGGER_NAME), {"run_id": ctx.run_id, "job_id": ctx.job_id}
-        )
+__all__ = ["IO", "LOGGER_NAME", "Context"]

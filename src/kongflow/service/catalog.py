@@ -182,6 +182,12 @@ class ResumeRun(IdPayload):
     task: ClassVar[str] = "resumeRun"
 
 
+class ResumeTask(IdPayload):
+    """A waiting task's time has come (io.wait, a retry): start it and resume its run."""
+
+    task: ClassVar[str] = "resumeTask"
+
+
 class DeliverRunSubscriptions(IdPayload):
     task: ClassVar[str] = "deliverRunSubscriptions"
 
@@ -256,6 +262,7 @@ TRIGGER_CATALOG: dict[str, TaskDefinition[Any]] = dict(
         _define(MissingConnectionCreated, priority=0, attempts=3, timeout=30),
         _define(ConnectionCreated, priority=0, attempts=3, timeout=30),
         _define(ResumeRun, priority=0, attempts=10, timeout=60),
+        _define(ResumeTask, priority=0, attempts=10, timeout=60),
         _define(DeliverRunSubscriptions, priority=0, attempts=5, timeout=60),
         _define(DeliverRunSubscription, priority=0, attempts=13, timeout=30),
     ]

@@ -13,6 +13,8 @@ from kongflow.protocol import (
     ACTION_HEADER,
     API_KEY_HEADER,
     ENDPOINT_ID_HEADER,
+    LAZY_LOADED_CACHED_TASKS,
+    VERSION_HEADER,
     Action,
     IndexEndpointResponse,
     PingResponse,
@@ -60,6 +62,22 @@ class EndpointApi:
         the Outbound's errors."""
         return await self._post("EXECUTE_JOB", body.wire(), timeout=timeout)
 
+    async def notify(self, body: bytes, timeout: float) -> Answer:
+        """RUN_NOTIFICATION (a run's outcome, for its onSuccess / onFailure hooks); raises the
+        Outbound's errors."""
+        return await self.outbound.post(
+            self.url,
+            content=body,
+            headers={
+                "content-type": "application/json",
+                ACTION_HEADER: "RUN_NOTIFICATION",
+                API_KEY_HEADER: self.api_key,
+                VERSION_HEADER: LAZY_LOADED_CACHED_TASKS,
+            },
+            timeout=timeout,
+            limit=self.limit,
+        )
+
     async def _checked_post(
         self, action: Action, body: Any, headers: dict[str, str] | None = None
     ) -> Answer:
@@ -77,7 +95,11 @@ class EndpointApi:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> Answer:
-        request_headers = {ACTION_HEADER: action, API_KEY_HEADER: self.api_key} | (headers or {})
+        request_headers = {
+            ACTION_HEADER: action,
+            API_KEY_HEADER: self.api_key,
+            VERSION_HEADER: LAZY_LOADED_CACHED_TASKS,
+        } | (headers or {})
         return await self.outbound.post(
             self.url, json=body or {}, headers=request_headers, timeout=timeout, limit=self.limit
         )

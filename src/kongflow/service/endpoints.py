@@ -17,7 +17,8 @@ from kongflow.service.environments import Environment
 from kongflow.service.outbound import MiB, Outbound
 from kongflow.service.registry import Registry
 from kongflow.service.rows import Endpoint
-from kongflow.typed import WorkerQueue
+from kongflow.service.schedules import ScheduleService
+from kongflow.typed import Transaction, WorkerQueue
 from kongflow.typed.task import TypedHandler
 
 log = logging.getLogger("kongflow.outbound")
@@ -29,6 +30,7 @@ class EndpointService:
         queue: WorkerQueue,
         database: Database,
         outbound: Outbound,
+        schedules: ScheduleService,
         *,
         answer_limit: int = 4 * MiB,
         timeout: float | None = None,
@@ -36,6 +38,7 @@ class EndpointService:
         self.queue = queue
         self.database = database
         self.outbound = outbound
+        self.schedules = schedules
         self.answer_limit = answer_limit
         self.timeout = timeout
         self.registry = Registry(database.schema)
@@ -76,7 +79,8 @@ class EndpointService:
         index = await self._api(endpoint.url, environment.api_key).index()
         async with self.queue.transaction() as tx:  # all of the index, or none of it
             for job_metadata in index.jobs:
-                await self.registry.register_job(tx.conn, environment, endpoint.id, job_metadata)
+                await self._register(tx, environment, endpoint.id, job_metadata)
+            await self.schedules.stop_unlisted(tx, endpoint.id, [j.id for j in index.jobs])
             await tx.conn.execute(self._sql.mark_endpoint_indexed, (endpoint.id,))
 
     async def register_job(self, payload: RegisterJob, job: RunningJob) -> None:
@@ -85,7 +89,15 @@ class EndpointService:
             return
         metadata = JobMetadata.model_validate(payload.job)
         async with self.queue.transaction() as tx:
-            await self.registry.register_job(tx.conn, environment, endpoint.id, metadata)
+            await self._register(tx, environment, endpoint.id, metadata)
+
+    async def _register(
+        self, tx: Transaction, environment: Environment, endpoint_id: str, job: JobMetadata
+    ) -> None:
+        job_id, version_id = await self.registry.register_job(
+            tx.conn, environment, endpoint_id, job
+        )
+        await self.schedules.register(tx, job_id, version_id, environment.id, job)
 
     def _api(self, url: str, api_key: str) -> EndpointApi:
         return EndpointApi(

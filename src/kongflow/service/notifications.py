@@ -1,6 +1,7 @@
 """Telling subscribers how a run ended: `runFinished` -> `deliverRunSubscriptions` -> one
-`deliverRunSubscription` per callback, each a webhook POST of the run notification signed
-with the environment's API key, retried by the queue until it is delivered.
+`deliverRunSubscription` per subscription, retried by the queue until it is delivered: a
+webhook POST of the run notification signed with the environment's API key for a callback,
+a RUN_NOTIFICATION request to the run's endpoint for its onSuccess / onFailure hooks.
 
 Delivery is at least once, and in practice once: each subscription has one keyed delivery
 job, and is marked delivered as soon as the subscriber takes it (only a failure to record that
@@ -20,6 +21,7 @@ from kongflow.engine.tasks import RunningJob
 from kongflow.protocol import SIGNATURE_HEADER, iso_time
 from kongflow.service.catalog import DeliverRunSubscription, DeliverRunSubscriptions, RunFinished
 from kongflow.service.database import Connection, Database
+from kongflow.service.endpoint_api import EndpointApi
 from kongflow.service.outbound import KiB, Outbound, OutboundError, UrlRefused
 from kongflow.service.rows import Json, RunContext, Subscription
 from kongflow.service.runs import TERMINAL
@@ -127,17 +129,23 @@ class RunNotifications:
         try:
             # Only the status matters; the answer is read (up to a small cap) to keep the
             # connection reusable.
-            response = await self.outbound.post(
-                subscription.url,
-                content=body,
-                headers={
-                    "content-type": "application/json",
-                    SIGNATURE_HEADER: sign(run.api_key, body),
-                },
-                timeout=self.timeout,
-                limit=self.answer_limit,
-                target="subscriber",
-            )
+            if subscription.recipient_method == "ENDPOINT":  # onSuccess / onFailure hooks
+                api = EndpointApi(
+                    self.outbound, subscription.url, run.api_key, limit=self.answer_limit
+                )
+                response = await api.notify(body, self.timeout)
+            else:
+                response = await self.outbound.post(
+                    subscription.url,
+                    content=body,
+                    headers={
+                        "content-type": "application/json",
+                        SIGNATURE_HEADER: sign(run.api_key, body),
+                    },
+                    timeout=self.timeout,
+                    limit=self.answer_limit,
+                    target="subscriber",
+                )
         except UrlRefused as exc:
             # Checked at invoke, so its host now leads somewhere refused: not retried.
             raise PermanentFailure(str(exc)) from None

@@ -34,8 +34,8 @@ class Registry:
         environment: Environment,
         endpoint_id: str,
         job: JobMetadata,
-    ) -> str:
-        """Records the job and this version of it; returns the version's id."""
+    ) -> tuple[str, str]:
+        """Records the job and this version of it; returns the job's id and the version's."""
         event = job.event
         async with conn.cursor(row_factory=scalar_row) as cur:
             await cur.execute(self._sql.upsert_job, (environment.project_id, job.id, job.name))
@@ -57,7 +57,7 @@ class Registry:
             )
             version_id: str | None = await cur.fetchone()
         assert version_id is not None
-        return version_id
+        return job_id, version_id
 
     async def list_endpoints(self, conn: Connection, environment: Environment) -> list[Endpoint]:
         async with conn.cursor(row_factory=class_row(Endpoint)) as cur:

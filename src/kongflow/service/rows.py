@@ -45,9 +45,12 @@ class _RunColumns:
 
 @dataclass(frozen=True)
 class Run(_RunColumns):
-    """A run as API clients read it, with its status history (oldest first)."""
+    """A run as API clients read it, with its status history (oldest first), its io tasks (in
+    creation order) and its io statuses."""
 
     statuses: tuple[RunStatus, ...] = ()
+    tasks: tuple[Task, ...] = ()
+    io_statuses: tuple[IoStatus, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class RunContext(_RunColumns):
     organization_id: str
     organization_slug: str
     organization_title: str
+    yielded_executions: list[str]
 
 
 @dataclass(frozen=True)
@@ -167,4 +171,64 @@ class Subscription:
     run_id: str
     url: str
     event: str
+    recipient_method: str
     delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Task:
+    """An io task of a run (trigger.dev's Task, with its attempts counted in place)."""
+
+    id: str
+    run_id: str
+    idempotency_key: str
+    display_key: str | None
+    name: str
+    icon: str | None
+    description: str | None
+    status: str
+    noop: bool
+    params: Json
+    output: Json
+    error: str | None
+    properties: Json
+    output_properties: Json
+    style: Json
+    operation: str | None
+    parent_id: str | None
+    parallel: bool
+    attempts: int
+    retry_at: datetime | None
+    delay_until: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class IoStatus:
+    """A run's io status (io.createStatus), with the history of its updates."""
+
+    key: str
+    label: str
+    state: str | None
+    data: Json
+    history: Json
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A scheduled job version's schedule: every `expression` seconds, or a cron line."""
+
+    id: str
+    kind: str
+    expression: str
+    active: bool
+    last_tick: datetime | None
+    version_id: str

@@ -22,12 +22,14 @@ from kongflow.service.outbound import Outbound, Unreachable, check_url
 from kongflow.service.rows import (
     EventRecord,
     IdempotentRun,
+    IoStatus,
     JobVersion,
     Json,
     Run,
     RunListing,
     RunState,
     RunStatus,
+    Task,
 )
 from kongflow.typed import Transaction, WorkerQueue
 from kongflow.typed.task import TypedHandler
@@ -168,7 +170,7 @@ class RunService:
             if callback_url is not None:
                 for outcome in ("SUCCESS", "FAILURE"):
                     await tx.conn.execute(
-                        self._sql.insert_subscription, (run_id, callback_url, outcome)
+                        self._sql.insert_subscription, (run_id, callback_url, outcome, "WEBHOOK")
                     )
         return QueuedRun(run_id, event.event_id), True
 
@@ -255,9 +257,10 @@ class RunService:
             await tx.enqueue(PerformRunExecution(id=payload.id), job_key=execution_key(payload.id))
 
     async def cancel_run(self, environment: Environment, run_id: str) -> Run | None:
-        """CANCELED from any non-terminal status; the run's pending execution is removed and
-        a running one is stopped (a result that still arrives is ignored). None if there is
-        no such run."""
+        """CANCELED from any non-terminal status, with its open tasks; the run's pending
+        execution is removed and a running one is stopped (a result that still arrives is
+        ignored; a waiting task's resumption finds the run over). None if there is no such
+        run."""
         async with self.queue.transaction() as tx:
             async with tx.conn.cursor(row_factory=scalar_row) as cur:
                 await cur.execute(self._sql.lock_run, (run_id, environment.id))
@@ -266,6 +269,7 @@ class RunService:
                 return None
             if status not in TERMINAL:
                 await tx.conn.execute(self._sql.cancel_run, (run_id,))
+                await tx.conn.execute(self._sql.close_open_tasks, ("CANCELED", run_id))
                 await self.record_status(tx.conn, run_id, "CANCELED")
                 execution = await tx.dequeue(execution_key(run_id))
                 if execution is not None and execution.state == "running":
@@ -311,7 +315,8 @@ class RunService:
         return runs[:take], runs[take - 1].id if more else None
 
     async def get_run(self, environment: Environment, run_id: str) -> Run | None:
-        """The run with its status history, or None if this environment has no such run."""
+        """The run with its status history, tasks and io statuses, or None if this environment
+        has no such run."""
         async with self.database.connection() as conn:
             async with conn.cursor(row_factory=class_row(Run)) as cur:
                 await cur.execute(self._sql.get_run, (run_id, environment.id))
@@ -321,7 +326,15 @@ class RunService:
             async with conn.cursor(row_factory=class_row(RunStatus)) as history:
                 await history.execute(self._sql.run_statuses, (run_id,))
                 statuses = await history.fetchall()
-        return replace(run, statuses=tuple(statuses))
+            async with conn.cursor(row_factory=class_row(Task)) as tasks:
+                await tasks.execute(self._sql.run_tasks, (run_id,))
+                run_tasks = await tasks.fetchall()
+            async with conn.cursor(row_factory=class_row(IoStatus)) as io:
+                await io.execute(self._sql.run_io_statuses, (run_id,))
+                io_statuses = await io.fetchall()
+        return replace(
+            run, statuses=tuple(statuses), tasks=tuple(run_tasks), io_statuses=tuple(io_statuses)
+        )
 
     async def _latest_version(
         self, conn: Connection, environment: Environment, job_slug: str

@@ -23,9 +23,14 @@ from kongflow.service.events import EventService
 from kongflow.service.execution import RunExecution
 from kongflow.service.network import NetworkPolicy
 from kongflow.service.notifications import RunNotifications
+from kongflow.service.operations import TaskOperations
 from kongflow.service.outbound import KiB, MiB, Outbound
 from kongflow.service.runs import RunService
+from kongflow.service.schedules import ScheduleService
 from kongflow.service.schema import ALL_COMPONENTS
+from kongflow.service.statuses import StatusService
+from kongflow.service.store import KeyValueStore
+from kongflow.service.tasks import TaskService
 from kongflow.typed import RecurringTask, TaskDefinition, WorkerQueue
 
 FAIL_STALLED_RUNS = "jobs.failStalledRuns"
@@ -111,10 +116,17 @@ class JobsService:
         self.database = db = Database(self.client)
         self.environments = EnvironmentService(self.client)
         self.runs = RunService(queue, db, self.outbound)
+        self.tasks = TaskService(queue, db)
+        self.operations = TaskOperations(
+            queue, db, self.tasks, self.outbound, answer_limit=options.endpoint_answer_limit
+        )
+        self.statuses = StatusService(db)
+        self.store = KeyValueStore(db)
         self.execution = RunExecution(
             queue,
             db,
             self.runs,
+            self.tasks,
             self.outbound,
             options.request_timeout,
             answer_limit=options.endpoint_answer_limit,
@@ -127,14 +139,26 @@ class JobsService:
             answer_limit=options.webhook_answer_limit,
         )
         self.events = EventService(queue, db, self.runs)
+        self.schedules = ScheduleService(queue, db, self.runs)
         self.endpoints = EndpointService(
             queue,
             db,
             self.outbound,
+            self.schedules,
             answer_limit=options.endpoint_answer_limit,
             timeout=options.ping_timeout,
         )
-        for part in (self.runs, self.execution, self.notifications, self.events, self.endpoints):
+        parts = (
+            self.runs,
+            self.tasks,
+            self.operations,
+            self.execution,
+            self.notifications,
+            self.events,
+            self.endpoints,
+            self.schedules,
+        )
+        for part in parts:
             self.queue.handlers.update(part.handlers())
         self.queue.recurring[FAIL_STALLED_RUNS] = RecurringTask(
             "* * * * *", self.execution.fail_stalled_runs

@@ -55,6 +55,7 @@ class JobsSQL:
     runs_of_job: str
     run_statuses: str
     lock_run: str
+    lock_run_status: str
     run_status: str
     cancel_run: str
     # execution
@@ -64,6 +65,40 @@ class JobsSQL:
     finish_execution: str
     fail_stalled_runs: str
     set_run_output: str
+    # io tasks
+    run_for_task: str
+    insert_task: str
+    task_by_key: str
+    restart_task: str
+    lock_task: str
+    lock_task_of_run: str
+    complete_task: str
+    fail_task: str
+    task_of_run: str
+    task_by_id: str
+    retry_task: str
+    set_task_output_properties: str
+    start_waiting_task: str
+    unfinished_siblings: str
+    completed_tasks: str
+    completed_tasks_from: str
+    close_open_tasks: str
+    run_tasks: str
+    add_yielded_execution: str
+    # io statuses and the key-value store
+    upsert_io_status: str
+    run_io_statuses: str
+    get_value: str
+    set_value: str
+    delete_value: str
+    # schedules
+    upsert_schedule: str
+    stop_other_schedules: str
+    stop_schedule: str
+    stop_unlisted_schedules: str
+    lock_schedule: str
+    schedule_of_version: str
+    set_last_tick: str
     # subscriptions
     insert_subscription: str
     pending_subscriptions: str
@@ -88,6 +123,14 @@ _VERSION_COLUMNS = (
     "j.id as job_id, j.slug as job_slug, v.id as version_id, v.version, v.endpoint_id,"
     " v.environment_id, v.event_names[1] as event_name, v.event_source, v.event_filter"
 )
+
+_TASK_COLUMNS = (
+    "id, run_id, idempotency_key, display_key, name, icon, description, status, noop, params,"
+    " output, error, properties, output_properties, style, operation, parent_id, parallel,"
+    " attempts, retry_at, delay_until, started_at, completed_at, created_at"
+)
+
+_CACHED_TASK_COLUMNS = "id, idempotency_key, status, noop, output, parent_id"
 
 _RUN_COLUMNS = (
     "r.id, j.slug as job_slug, v.version, r.number, r.status, r.is_test, r.output,"
@@ -116,7 +159,8 @@ def jobs_sql(schema: str) -> JobsSQL:
         " en.url as endpoint_url, en.slug as endpoint_slug,"
         " e.slug as environment_slug, e.type as environment_type, e.api_key,"
         " p.id as project_id, p.slug as project_slug, p.name as project_name,"
-        " o.id as organization_id, o.slug as organization_slug, o.title as organization_title"
+        " o.id as organization_id, o.slug as organization_slug, o.title as organization_title,"
+        " r.yielded_executions"
         f" {run_from} join {s}.endpoints en on en.id = r.endpoint_id"
         f" join {s}.runtime_environments e on e.id = r.environment_id"
         f" join {s}.projects p on p.id = e.project_id"
@@ -219,6 +263,8 @@ def jobs_sql(schema: str) -> JobsSQL:
             " where environment_id = %s order by job_id, registered_at desc) v"
             f" join {s}.job_definitions j on j.id = v.job_id"
             " where v.enabled and v.event_source = %s and %s = any(v.event_names)"
+            # scheduled and invoked jobs run only on their schedule or when invoked
+            " and coalesce(v.metadata->'trigger'->>'type', 'static') = 'static'"
             " order by v.job_id"
         ),
         insert_event=(
@@ -271,6 +317,7 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"select status from {s}.job_runs where id = %s and environment_id = %s for update"
         ),
         run_status=f"select status from {s}.job_runs where id = %s",
+        lock_run_status=f"select status from {s}.job_runs where id = %s for update",
         cancel_run=(
             f"update {s}.job_runs set status = 'CANCELED', completed_at = now(),"
             " updated_at = now() where id = %s"
@@ -307,16 +354,156 @@ def jobs_sql(schema: str) -> JobsSQL:
             " 'its execution job no longer exists') as last_error"
         ),
         set_run_output=f"update {s}.job_runs set output = %s where id = %s",
+        # Creating a task shares the run's lock with other creations, so a cancel (which
+        # takes it for update) sees every task created before it.
+        run_for_task=(
+            f"select status from {s}.job_runs where id = %s and environment_id = %s for share"
+        ),
+        insert_task=(
+            f"insert into {s}.tasks (run_id, idempotency_key, display_key, name, icon,"
+            " description, status, noop, params, properties, style, operation, parent_id,"
+            " parallel, delay_until, error, output, started_at, completed_at)"
+            " select %(run_id)s, %(key)s, %(display_key)s, %(name)s, %(icon)s, %(description)s,"
+            " %(status)s, %(noop)s, %(params)s, %(properties)s, %(style)s, %(operation)s,"
+            " %(parent_id)s, %(parallel)s, %(delay_until)s, %(error)s, %(output)s, now(),"
+            " case when %(status)s in ('COMPLETED', 'CANCELED', 'ERRORED') then now() end"
+            # a parent from another run is refused, as if there were none
+            " where %(parent_id)s::text is null or exists (select 1 from"
+            f" {s}.tasks p where p.id = %(parent_id)s and p.run_id = %(run_id)s)"
+            f" on conflict (run_id, idempotency_key) do nothing returning {_TASK_COLUMNS}"
+        ),
+        task_by_key=(
+            f"select {_TASK_COLUMNS} from {s}.tasks where run_id = %s and idempotency_key = %s"
+        ),
+        # A task cancelled with its run starts again if the run is re-executed (trigger.dev).
+        restart_task=(
+            f"update {s}.tasks set status = %(status)s, started_at = now(),"
+            " completed_at = case when %(status)s = 'COMPLETED' then now() end"
+            f" where id = %(id)s returning {_TASK_COLUMNS}"
+        ),
+        lock_task=f"select {_TASK_COLUMNS} from {s}.tasks where id = %s for update",
+        lock_task_of_run=(
+            f"select {_TASK_COLUMNS} from {s}.tasks t where t.id = %s and t.run_id = %s"
+            f" and exists (select 1 from {s}.job_runs r where r.id = t.run_id"
+            " and r.environment_id = %s) for update of t"
+        ),
+        complete_task=(
+            f"update {s}.tasks set status = 'COMPLETED', output = %(output)s,"
+            " output_properties = coalesce(%(properties)s, output_properties),"
+            " completed_at = now() where id = %(id)s and run_id = %(run_id)s"
+            f" and status not in ('COMPLETED', 'ERRORED', 'CANCELED') returning {_TASK_COLUMNS}"
+        ),
+        fail_task=(
+            f"update {s}.tasks set status = 'ERRORED', output = %(output)s,"
+            " error = %(output)s->>'message', completed_at = now()"
+            " where id = %(id)s and run_id = %(run_id)s"
+            f" and status not in ('COMPLETED', 'ERRORED', 'CANCELED') returning {_TASK_COLUMNS}"
+        ),
+        task_of_run=f"select {_TASK_COLUMNS} from {s}.tasks where id = %s and run_id = %s",
+        task_by_id=f"select {_TASK_COLUMNS} from {s}.tasks where id = %s",
+        # The attempt failed: the task waits for its next one (attempts counts them all).
+        retry_task=(
+            f"update {s}.tasks set status = 'WAITING', attempts = attempts + 1,"
+            " retry_at = %(retry_at)s, error = %(error)s"
+            " where id = %(id)s and run_id = %(run_id)s"
+            " and status not in ('COMPLETED', 'ERRORED', 'CANCELED') returning id"
+        ),
+        set_task_output_properties=(
+            f"update {s}.tasks set output_properties = %s where id = %s and run_id = %s"
+        ),
+        start_waiting_task=(
+            f"update {s}.tasks set status = case when noop then 'COMPLETED' else 'RUNNING' end,"
+            " completed_at = case when noop then now() end"
+            f" where id = %s and status = 'WAITING' returning {_TASK_COLUMNS}"
+        ),
+        unfinished_siblings=(
+            f"select count(*) from {s}.tasks where parent_id = %s"
+            " and status not in ('COMPLETED', 'ERRORED', 'CANCELED')"
+        ),
+        completed_tasks=(
+            f"select {_CACHED_TASK_COLUMNS} from {s}.tasks"
+            " where run_id = %s and status = 'COMPLETED' order by position"
+        ),
+        completed_tasks_from=(
+            f"select {_CACHED_TASK_COLUMNS} from {s}.tasks"
+            " where run_id = %(run_id)s and status = 'COMPLETED' and not noop"
+            f" and position >= (select position from {s}.tasks"
+            " where id = %(cursor)s and run_id = %(run_id)s)"
+            " order by position limit %(limit)s"
+        ),
+        close_open_tasks=(
+            f"update {s}.tasks set status = %s, completed_at = now()"
+            " where run_id = %s and status in ('PENDING', 'WAITING', 'RUNNING')"
+        ),
+        run_tasks=f"select {_TASK_COLUMNS} from {s}.tasks where run_id = %s order by position",
+        add_yielded_execution=(
+            f"update {s}.job_runs set yielded_executions = array_append(yielded_executions, %s)"
+            " where id = %s returning cardinality(yielded_executions)"
+        ),
+        upsert_io_status=(
+            f"insert into {s}.run_io_statuses as t (run_id, key, label, state, data, history)"
+            " values (%(run_id)s, %(key)s, coalesce(%(label)s, %(key)s), %(state)s, %(data)s,"
+            " jsonb_build_array(%(update)s::jsonb))"
+            " on conflict (run_id, key) do update set label = coalesce(%(label)s, t.label),"
+            " state = coalesce(%(state)s, t.state), data = coalesce(%(data)s, t.data),"
+            " history = t.history || jsonb_build_array(%(update)s::jsonb), updated_at = now()"
+            " returning key, label, state, data, history"
+        ),
+        run_io_statuses=(
+            f"select key, label, state, data, history from {s}.run_io_statuses"
+            " where run_id = %s order by position"
+        ),
+        get_value=(f"select key, value from {s}.key_values where environment_id = %s and key = %s"),
+        set_value=(
+            f"insert into {s}.key_values (environment_id, key, value) values (%s, %s, %s)"
+            " on conflict (environment_id, key) do update set value = excluded.value,"
+            " updated_at = now()"
+        ),
+        delete_value=(
+            f"delete from {s}.key_values where environment_id = %s and key = %s returning key"
+        ),
+        upsert_schedule=(
+            f"insert into {s}.schedules (version_id, kind, expression) values (%s, %s, %s)"
+            " on conflict (version_id) do update set kind = excluded.kind,"
+            " expression = excluded.expression, active = true, updated_at = now() returning id"
+        ),
+        # The job's latest version is the one that fires.
+        stop_other_schedules=(
+            f"update {s}.schedules s set active = false, updated_at = now()"
+            f" from {s}.job_versions v where v.id = s.version_id and s.active"
+            " and v.job_id = %s and v.environment_id = %s and v.id <> %s"
+        ),
+        stop_schedule=(
+            f"update {s}.schedules set active = false, updated_at = now()"
+            " where version_id = %s and active"
+        ),
+        # Jobs an endpoint no longer lists stop firing.
+        stop_unlisted_schedules=(
+            f"update {s}.schedules s set active = false, updated_at = now()"
+            f" from {s}.job_versions v join {s}.job_definitions j on j.id = v.job_id"
+            " where v.id = s.version_id and s.active and v.endpoint_id = %s"
+            " and not (j.slug = any(%s))"
+        ),
+        lock_schedule=(
+            "select id, kind, expression, active, last_tick, version_id"
+            f" from {s}.schedules where id = %s for update"
+        ),
+        schedule_of_version=(
+            "select id, kind, expression, active, last_tick, version_id"
+            f" from {s}.schedules where version_id = %s for update"
+        ),
+        set_last_tick=f"update {s}.schedules set last_tick = %s where id = %s",
         insert_subscription=(
-            f"insert into {s}.run_subscriptions (run_id, url, event) values (%s, %s, %s)"
-            " on conflict do nothing"
+            f"insert into {s}.run_subscriptions (run_id, url, event, recipient_method)"
+            " values (%s, %s, %s, %s) on conflict do nothing"
         ),
         pending_subscriptions=(
             f"select id from {s}.run_subscriptions"
             " where run_id = %s and event = %s and delivered_at is null order by id"
         ),
         subscription=(
-            f"select id, run_id, url, event, delivered_at from {s}.run_subscriptions where id = %s"
+            "select id, run_id, url, event, recipient_method, delivered_at"
+            f" from {s}.run_subscriptions where id = %s"
         ),
         mark_subscription_delivered=(
             f"update {s}.run_subscriptions set delivered_at = now()"
