@@ -1,22 +1,32 @@
 """The jobs service end to end: TestJob submissions through the HTTP API, and runs executed
-against an SDK endpoint until every one is terminal.
+against a Python SDK endpoint until every one is terminal, for a job without io and for one of
+three io.run_task steps (each step a task created and completed through the API).
 
-    uv run python benchmarks/jobs.py [--runs 1000] [--clients 50] [--concurrency 20]
+    uv run python benchmarks/jobs.py [--runs 1000] [--clients 16] [--concurrency 20]
 
-Everything runs on 127.0.0.1 in this process (API under uvicorn, a worker, the example
-endpoint), on DATABASE_URL or the embedded PostgreSQL, in a throwaway schema. Submissions/s
-counts accepted POST /api/v1/jobs/hello-world/test requests; runs/s counts runs reaching a
-terminal status, from the first submission. Prints figures; asserts nothing.
+Everything runs on 127.0.0.1, on DATABASE_URL or the embedded PostgreSQL, in a throwaway
+schema: the API under uvicorn and a worker in this process, the endpoint (benchmarks/
+endpoint.py) in its own, the load generator in a third. Submissions/s counts accepted POST
+/api/v1/jobs/<job>/test requests; runs/s counts runs reaching a terminal status, from the first
+submission; latency is each run's submission to SUCCESS, by the database's clock. Prints
+figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -26,9 +36,11 @@ from rich.table import Table
 
 from kongflow import embedded
 from kongflow.api import BackgroundServer, create_app
-from kongflow.sdk.example import example_endpoint
 from kongflow.service.network import NetworkPolicy
 from kongflow.service.service import JobsOptions, JobsService
+
+ENDPOINT_SCRIPT = Path(__file__).with_name("endpoint.py")
+JOBS = {"no io": "bench-plain", "3 io tasks": "bench-steps"}
 
 
 async def main() -> None:
@@ -49,9 +61,7 @@ async def main() -> None:
     try:
         await jobs.start()
         env = await jobs.environments.ensure("bench", "bench")
-        endpoint = example_endpoint(env.api_key)
         async with (
-            BackgroundServer(endpoint.app) as endpoint_server,
             BackgroundServer(create_app(jobs)) as api_server,
             httpx.AsyncClient(
                 base_url=api_server.url,
@@ -59,59 +69,91 @@ async def main() -> None:
                 timeout=60,
             ) as api,
         ):
-            response = await api.post(
-                "/api/v1/endpoints", json={"slug": endpoint.id, "url": endpoint_server.url}
-            )
-            response.raise_for_status()
-            await until_indexed(api)
-            assert jobs.queue.worker is not None
-            await jobs.queue.worker.drain()
-            figures = await measure(jobs, api, args.runs, args.clients)
+            with endpoint_process(env.api_key, api_server.url) as endpoint_url:
+                response = await api.post(
+                    "/api/v1/endpoints", json={"name": "bench-app", "url": endpoint_url}
+                )
+                response.raise_for_status()
+                figures = {}
+                for label, job in JOBS.items():
+                    await until_indexed(api, job)
+                    assert jobs.queue.worker is not None
+                    await jobs.queue.worker.drain()
+                    figures[label] = await measure(jobs, api, job, args.runs, args.clients)
     finally:
         await jobs.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'drop schema "{schema}" cascade')  # type: ignore[arg-type]
-    table = Table(title=f"jobs service, {args.runs} test runs")
+    table = Table(title=f"jobs service, {args.runs} test runs per job")
     table.add_column("figure")
-    table.add_column("value", justify="right")
-    for name, value in figures.items():
-        table.add_row(name, value)
+    for label in figures:
+        table.add_column(label, justify="right")
+    for name in next(iter(figures.values())):
+        table.add_row(name, *(f[name] for f in figures.values()))
     Console().print(table)
 
 
+@contextmanager
+def endpoint_process(api_key: str, api_url: str) -> Iterator[str]:
+    """benchmarks/endpoint.py serving, in its own process; yields its URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(ENDPOINT_SCRIPT), str(port)],
+        env=os.environ | {"KONGFLOW_API_KEY": api_key, "KONGFLOW_API_URL": api_url},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark endpoint did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 async def measure(
-    jobs: JobsService, api: httpx.AsyncClient, runs: int, clients: int
+    jobs: JobsService, api: httpx.AsyncClient, job: str, runs: int, clients: int
 ) -> dict[str, str]:
-    before = await terminal_runs(jobs)
+    before = await terminal_runs(jobs, job)
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(1) as pool, Progress(transient=True) as progress:
-        finishing = progress.add_task("runs finished", total=runs)
+        finishing = progress.add_task(f"{job}: runs finished", total=runs)
         load = loop.run_in_executor(
-            pool, submit_load, str(api.base_url), api.headers["Authorization"], runs, clients
+            pool, submit_load, str(api.base_url), api.headers["Authorization"], job, runs, clients
         )
         finished = 0
         while finished < runs:
             await asyncio.sleep(0.1)
             if load.done():
                 load.result()  # raises if submitting failed
-            finished = await terminal_runs(jobs) - before
+            finished = await terminal_runs(jobs, job) - before
             progress.update(finishing, completed=finished)
         latencies, submitted_in = await load
     elapsed = time.perf_counter() - started
     q = statistics.quantiles(latencies, n=100)
+    succeeded, to_success = await run_latencies(jobs, job)
+    r = statistics.quantiles(to_success, n=100)
     return {
         "submissions/s": f"{runs / submitted_in:,.0f}",
-        "submission latency p50 / p95 / p99": (
-            f"{q[49] * 1000:.1f} / {q[94] * 1000:.1f} / {q[98] * 1000:.1f} ms"
-        ),
+        "submission latency p50 / p95": f"{q[49] * 1000:.1f} / {q[94] * 1000:.1f} ms",
         "runs completed/s": f"{runs / elapsed:,.0f}",
+        "submission to SUCCESS p50 / p95": f"{r[49] * 1000:.0f} / {r[94] * 1000:.0f} ms",
+        "runs SUCCESS": f"{succeeded:,} of {runs + 1:,}",  # with the warm-up run
         "all runs terminal after": f"{elapsed:.1f} s",
     }
 
 
 def submit_load(
-    base_url: str, authorization: str, runs: int, clients: int
+    base_url: str, authorization: str, job: str, runs: int, clients: int
 ) -> tuple[list[float], float]:
     """In its own process, so the load generator does not eat the server's CPU: `runs` TestJob
     requests from `clients` concurrent connections; their latencies and the total time."""
@@ -126,7 +168,7 @@ def submit_load(
             async def client() -> None:
                 for _ in todo:
                     began = time.perf_counter()
-                    response = await api.post("/api/v1/jobs/hello-world/test", json={})
+                    response = await api.post(f"/api/v1/jobs/{job}/test", json={})
                     response.raise_for_status()
                     latencies.append(time.perf_counter() - began)
 
@@ -137,23 +179,39 @@ def submit_load(
     return asyncio.run(run())
 
 
-async def until_indexed(api: httpx.AsyncClient) -> None:
+async def until_indexed(api: httpx.AsyncClient, job: str) -> None:
     """Test the job once, as soon as indexing has registered it (a warm-up run)."""
     for _ in range(200):
-        if (await api.post("/api/v1/jobs/hello-world/test")).status_code == 202:
+        if (await api.post(f"/api/v1/jobs/{job}/test")).status_code == 202:
             return
         await asyncio.sleep(0.05)
-    raise RuntimeError("the example endpoint was not indexed within 10 s")
+    raise RuntimeError(f"the benchmark endpoint's {job} was not indexed within 10 s")
 
 
-async def terminal_runs(jobs: JobsService) -> int:
+async def terminal_runs(jobs: JobsService, job: str) -> int:
     async with jobs.client.pool.connection() as conn:
         cur = await conn.execute(
-            f'select count(*) from "{jobs.client.schema}".job_runs'  # type: ignore[arg-type]
-            " where completed_at is not null"
+            f'select count(*) from "{jobs.client.schema}".job_runs r'  # type: ignore[arg-type]
+            f' join "{jobs.client.schema}".job_definitions j on j.id = r.job_id'
+            " where j.slug = %s and r.completed_at is not null",
+            (job,),
         )
         row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def run_latencies(jobs: JobsService, job: str) -> tuple[int, list[float]]:
+    """How many of the job's runs succeeded, and each one's seconds from creation to SUCCESS."""
+    async with jobs.client.pool.connection() as conn:
+        cur = await conn.execute(
+            "select extract(epoch from r.completed_at - r.created_at)::float8"  # type: ignore[arg-type]
+            f' from "{jobs.client.schema}".job_runs r'
+            f' join "{jobs.client.schema}".job_definitions j on j.id = r.job_id'
+            " where j.slug = %s and r.status = 'SUCCESS'",
+            (job,),
+        )
+        rows = await cur.fetchall()
+    return len(rows), [float(row[0]) for row in rows]
 
 
 if __name__ == "__main__":
