@@ -239,6 +239,10 @@ async def test_invalid_payload_and_a_filtered_event_from_node(stack: Stack, node
 
     await wait_until(pro_ran, timeout=20)
     assert await stack.runs_of_event(free["id"]) == []
+    # an invokeTrigger job runs only when invoked, not for an event of its name
+    invoke = await node.call("sendEvent", json.dumps({"name": "invoke", "payload": {}}))
+    await asyncio.sleep(0.5)
+    assert await stack.runs_of_event(invoke["id"]) == []
 
 
 async def test_a_background_fetch_is_made_by_kongflow(stack: Stack, node: NodeSdk) -> None:
