@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 from pydantic.alias_generators import to_camel
 
 from kongflow.protocol import iso_time
+from kongflow.service.notifications import io_status
 from kongflow.service.rows import Endpoint as EndpointRow
 from kongflow.service.rows import EventRecord, IoStatus, Run, RunListing, Task
 from kongflow.service.runs import QueuedRun as QueuedRunRow
@@ -115,14 +116,7 @@ class IoStatusAnswer(Sparse):
 
     @classmethod
     def of(cls, status: IoStatus) -> IoStatusAnswer:
-        history = status.history if isinstance(status.history, list) else []
-        return cls(
-            key=status.key,
-            label=status.label,
-            state=status.state,
-            data=status.data,
-            history=history,
-        )
+        return cls.model_validate(io_status(status))
 
 
 class RunAnswer(Answer):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypedDict, Unpack
 
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
@@ -182,6 +182,15 @@ class LogEntry:
         return self.io._record_logs(until=self).__await__()
 
 
+class LogOptions(TypedDict, total=False):
+    """What Python's logging methods take besides the message."""
+
+    exc_info: Any
+    stack_info: bool
+    stacklevel: int
+    extra: Mapping[str, object] | None
+
+
 class IOLogger:
     """`io.logger`: Python logging (logger `kongflow.sdk`, with `run_id` and `job_id` on every
     record) that also records each line in the run, as trigger.dev's io.logger does. The
@@ -193,93 +202,40 @@ class IOLogger:
         self.extra = {"run_id": io.run_id, "job_id": io.job_id}
 
     def _log(
-        self,
-        level: int,
-        msg: object,
-        args: tuple[object, ...],
-        exc_info: Any,
-        stack_info: bool,
-        stacklevel: int,
-        extra: Mapping[str, object] | None,
+        self, level: int, msg: object, args: tuple[object, ...], options: LogOptions
     ) -> LogEntry:
+        extra = options.get("extra")
+        exc_info = options.get("exc_info")
         self.logger.log(
             level,
             msg,
             *args,
             exc_info=exc_info,
-            stack_info=stack_info,
-            stacklevel=stacklevel + 2,
+            stack_info=options.get("stack_info", False),
+            stacklevel=options.get("stacklevel", 1) + 2,
             extra={**(extra or {}), **self.extra},
         )
         return self._io._log_task(_LEVELS[level], _message(msg, args), extra, exc_info)
 
-    def debug(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = None,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-    ) -> LogEntry:
-        return self._log(logging.DEBUG, msg, args, exc_info, stack_info, stacklevel, extra)
+    def debug(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> LogEntry:
+        return self._log(logging.DEBUG, msg, args, options)
 
-    def info(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = None,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-    ) -> LogEntry:
-        return self._log(logging.INFO, msg, args, exc_info, stack_info, stacklevel, extra)
+    def info(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> LogEntry:
+        return self._log(logging.INFO, msg, args, options)
 
-    def warning(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = None,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-    ) -> LogEntry:
-        return self._log(logging.WARNING, msg, args, exc_info, stack_info, stacklevel, extra)
+    def warning(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> LogEntry:
+        return self._log(logging.WARNING, msg, args, options)
 
     warn = warning
 
-    def error(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = None,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-    ) -> LogEntry:
-        return self._log(logging.ERROR, msg, args, exc_info, stack_info, stacklevel, extra)
+    def error(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> LogEntry:
+        return self._log(logging.ERROR, msg, args, options)
 
-    def exception(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = True,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-    ) -> LogEntry:
-        return self._log(logging.ERROR, msg, args, exc_info, stack_info, stacklevel, extra)
+    def exception(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> LogEntry:
+        return self._log(logging.ERROR, msg, args, {"exc_info": True, **options})
 
-    def critical(
-        self,
-        msg: object,
-        *args: object,
-        exc_info: Any = None,
-        stack_info: bool = False,
-        stacklevel: int = 1,
-        extra: Mapping[str, object] | None = None,
-    ) -> LogEntry:
-        return self._log(logging.CRITICAL, msg, args, exc_info, stack_info, stacklevel, extra)
+    def critical(self, msg: object, *args: object, **options: Unpack[LogOptions]) -> LogEntry:
+        return self._log(logging.CRITICAL, msg, args, options)
 
 
 def _message(msg: object, args: tuple[object, ...]) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 
 from psycopg.rows import class_row, scalar_row
 
@@ -23,7 +24,7 @@ from kongflow.service.catalog import DeliverRunSubscription, DeliverRunSubscript
 from kongflow.service.database import Connection, Database
 from kongflow.service.endpoint_api import EndpointApi
 from kongflow.service.outbound import KiB, Outbound, OutboundError, UrlRefused
-from kongflow.service.rows import Json, RunContext, Subscription
+from kongflow.service.rows import IoStatus, Json, RunContext, Subscription, Task
 from kongflow.service.runs import TERMINAL
 from kongflow.typed import WorkerQueue
 from kongflow.typed.task import TypedHandler
@@ -123,9 +124,16 @@ class RunNotifications:
             async with conn.cursor(row_factory=class_row(RunContext)) as runs:
                 await runs.execute(self._sql.run_context, (subscription.run_id,))
                 run = await runs.fetchone()
+            async with conn.cursor(row_factory=class_row(IoStatus)) as io:
+                await io.execute(self._sql.run_io_statuses, (subscription.run_id,))
+                statuses = await io.fetchall()
+            async with conn.cursor(row_factory=class_row(Task)) as tasks:
+                await tasks.execute(self._sql.failed_task_of_run, (subscription.run_id,))
+                failed_task = await tasks.fetchone()
         if run is None:
             return
-        body = json.dumps(run_notification(run), separators=(",", ":")).encode()
+        notification = run_notification(run, statuses, failed_task)
+        body = json.dumps(notification, separators=(",", ":")).encode()
         try:
             # Only the status matters; the answer is read (up to a small cap) to keep the
             # connection reusable.
@@ -159,13 +167,18 @@ class RunNotifications:
             await conn.execute(self._sql.mark_subscription_delivered, (payload.id,))
 
 
-def run_notification(run: RunContext) -> dict[str, Json]:
-    """The run as a subscriber sees it (trigger.dev's run notification)."""
+def run_notification(
+    run: RunContext, statuses: Sequence[IoStatus] = (), failed_task: Task | None = None
+) -> dict[str, Json]:
+    """The run as a subscriber sees it (trigger.dev's RunNotification): with its io statuses
+    and, for a failed run, the task that failed."""
     ok = run.status == "SUCCESS"
     notification: dict[str, Json] = {
         "id": run.id,
         "ok": ok,
         "status": run.status,
+        "isTest": run.is_test,
+        "statuses": [io_status(s) for s in statuses],
         "startedAt": iso_time(run.started_at),
         "updatedAt": iso_time(run.updated_at),
         "completedAt": iso_time(run.completed_at),
@@ -195,4 +208,26 @@ def run_notification(run: RunContext) -> dict[str, Json]:
         },
     }
     notification["output" if ok else "error"] = run.output
+    if not ok and failed_task is not None:
+        notification["task"] = {
+            "id": failed_task.idempotency_key,  # as trigger.dev identifies it
+            "cacheKey": failed_task.display_key,
+            "status": failed_task.status,
+            "name": failed_task.name,
+            "icon": failed_task.icon,
+            "startedAt": iso_time(failed_task.started_at),
+            "error": failed_task.output,
+            "params": failed_task.params,
+        }
     return notification
+
+
+def io_status(status: IoStatus) -> dict[str, Json]:
+    """An io status as trigger.dev's JobRunStatusRecord: `state` and `data` only when set."""
+    record: dict[str, Json] = {"key": status.key, "label": status.label}
+    if status.state is not None:
+        record["state"] = status.state
+    if status.data is not None:
+        record["data"] = status.data
+    record["history"] = status.history if isinstance(status.history, list) else []
+    return record

@@ -76,6 +76,7 @@ class JobsSQL:
     fail_task: str
     task_of_run: str
     task_by_id: str
+    failed_task_of_run: str
     retry_task: str
     set_task_output_properties: str
     start_waiting_task: str
@@ -401,6 +402,10 @@ def jobs_sql(schema: str) -> JobsSQL:
         ),
         task_of_run=f"select {_TASK_COLUMNS} from {s}.tasks where id = %s and run_id = %s",
         task_by_id=f"select {_TASK_COLUMNS} from {s}.tasks where id = %s",
+        failed_task_of_run=(
+            f"select {_TASK_COLUMNS} from {s}.tasks where run_id = %s and status = 'ERRORED'"
+            " order by position desc limit 1"
+        ),
         # The attempt failed: the task waits for its next one (attempts counts them all).
         retry_task=(
             f"update {s}.tasks set status = 'WAITING', attempts = attempts + 1,"
