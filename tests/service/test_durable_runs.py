@@ -1,6 +1,6 @@
-"""Durable runs across what breaks, with trigger.dev's real Node SDK as the endpoint: an io.wait
-that outlives the kongflow that started it, a worker process SIGKILLed in the middle of a
-resumed run, and an interval trigger served by two workers."""
+"""Durable runs across what breaks, with trigger.dev's real Node SDK (and kongflow's Python
+SDK) as the endpoint: an io.wait that outlives the kongflow that started it, a worker process
+SIGKILLed in the middle of a resumed run, and an interval trigger served by two workers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from kongflow.api import BackgroundServer, create_app
+from kongflow.sdk import IO, Context, Endpoint, event_trigger
 from kongflow.service.environments import Environment
 from kongflow.service.network import NetworkPolicy
 from kongflow.service.runs import TERMINAL
@@ -255,3 +257,45 @@ async def test_an_interval_trigger_fires_once_per_tick_with_two_workers(
             app.jobs, "select count(*) from {s}.event_records where name = 'trigger.scheduled'"
         )
         assert after == before
+
+
+async def test_a_python_io_wait_survives_kongflow_restarting(
+    database_url: str, schema: str
+) -> None:
+    port = free_port()
+    steps: list[str] = []
+    async with AsyncExitStack() as stack:
+        first, env = await stack.enter_async_context(kongflow(database_url, schema, port))
+        endpoint = Endpoint(id="py-app", api_key=env.api_key, api_url=first.server.url)
+
+        @endpoint.job(id="py-wait", name="Wait", version="1", trigger=event_trigger("py.wait"))
+        async def wait(payload: Any, io: IO, ctx: Context) -> dict[str, float]:
+            async def step(task: Any, name: str) -> float:
+                steps.append(name)
+                return time.time()
+
+            before = await io.run_task("before", lambda task: step(task, "before"))
+            await io.wait("pause", 3)
+            after = await io.run_task("after", lambda task: step(task, "after"))
+            return {"waited": after - before}
+
+        server = await stack.enter_async_context(BackgroundServer(endpoint.app))
+        response = await first.api.post(
+            "/api/v1/endpoints", json={"url": server.url, "name": "py-app"}
+        )
+        assert response.status_code == 200, response.text
+        await indexed(first.jobs, "py-wait")
+        test = await first.api.post("/api/v1/jobs/py-wait/test", json={})
+        run_id = test.json()["runId"]
+
+        async def waiting() -> bool:
+            return await run_status(first.api, run_id) == "WAITING_TO_CONTINUE"
+
+        await wait_until(waiting, timeout=20)
+        await first.stop()
+        await asyncio.sleep(1)
+        async with kongflow(database_url, schema, port) as (second, _):
+            run = await finished(second.api, run_id)
+    assert run["status"] == "SUCCESS", run["output"]
+    assert run["output"]["waited"] >= 3
+    assert steps == ["before", "after"]

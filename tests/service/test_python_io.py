@@ -25,7 +25,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from kongflow.api import BackgroundServer
-from kongflow.sdk import IO, Context, Endpoint, RetryOptions, ServerTask, TaskError, event_trigger
+from kongflow.sdk import (
+    IO,
+    Context,
+    Endpoint,
+    RetryOptions,
+    Scheduled,
+    ServerTask,
+    TaskError,
+    event_trigger,
+    interval_trigger,
+    invoke_trigger,
+)
 from kongflow.sdk.example import example_endpoint
 from kongflow.sdk.keys import idempotency_key
 from tests.support.helpers import free_port
@@ -906,3 +917,42 @@ async def test_the_example_endpoint_waits_and_greets(stack: Stack) -> None:
         ("pause", "wait", "COMPLETED"),
         ("finish", "Finish the greeting", "COMPLETED"),
     ]
+
+
+def scheduled_endpoint(api_key: str, api_url: str) -> Endpoint:
+    endpoint = Endpoint(id="py-scheduled", api_key=api_key, api_url=api_url)
+
+    @endpoint.job(
+        id="py-every-second", name="Every second", version="1", trigger=interval_trigger(1)
+    )
+    async def every_second(payload: Scheduled, io: IO, ctx: Context) -> dict[str, Any]:
+        return {"ts": payload.ts.isoformat()}
+
+    @endpoint.job(id="py-invoked", name="Invoked", version="1", trigger=invoke_trigger())
+    async def invoked(payload: Any, io: IO, ctx: Context) -> dict[str, Any]:
+        return {"invoked": payload}
+
+    return endpoint
+
+
+async def test_a_python_interval_job_runs_once_per_tick_and_an_invoked_one_when_invoked(
+    stack: Stack,
+) -> None:
+    async with serve(stack, scheduled_endpoint(stack.env.api_key, api_url(stack))):
+
+        async def ticked() -> bool:
+            async with stack.jobs.client.pool.connection() as conn:
+                cur = await conn.execute(
+                    f'select count(*) from "{stack.jobs.client.schema}".job_runs'  # type: ignore[arg-type]
+                    " where status = 'SUCCESS' and output ? 'ts'"
+                )
+                row = await cur.fetchone()
+            return bool(row and row[0] >= 3)
+
+        await wait_until(ticked, timeout=20)
+        # an invokeTrigger job: no run for an event of its name, one when invoked
+        event_id = await send(stack, "invoke", {"x": 1})
+        invoked = await stack.api.post("/api/v1/jobs/py-invoked/invoke", json={"payload": {"x": 2}})
+        run = await stack.run(invoked.json()["id"])
+        assert run["output"] == {"invoked": {"x": 2}}
+        assert await stack.runs_of_event(event_id) == []

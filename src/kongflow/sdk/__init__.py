@@ -22,11 +22,21 @@ TRIGGER_API_URL).
 
 from kongflow.sdk.api import ApiError, MissingApiUrl, ServerTask
 from kongflow.sdk.context import IO, Context
-from kongflow.sdk.endpoint import Endpoint, EventTrigger, Job, JobRun, RunHook, event_trigger
+from kongflow.sdk.endpoint import Endpoint, Job, JobRun, RunHook
 from kongflow.sdk.flow import ControlFlow
 from kongflow.sdk.io import IOLogger, Status, TaskError
 from kongflow.sdk.retry import DEFAULT_RETRY_OPTIONS, RetryOptions
 from kongflow.sdk.store import KeyValueStore, RunKeyValueStore
+from kongflow.sdk.triggers import (
+    EventTrigger,
+    InvokeTrigger,
+    Scheduled,
+    ScheduledTrigger,
+    cron_trigger,
+    event_trigger,
+    interval_trigger,
+    invoke_trigger,
+)
 
 __all__ = [
     "DEFAULT_RETRY_OPTIONS",
@@ -37,6 +47,7 @@ __all__ = [
     "Endpoint",
     "EventTrigger",
     "IOLogger",
+    "InvokeTrigger",
     "Job",
     "JobRun",
     "KeyValueStore",
@@ -44,8 +55,13 @@ __all__ = [
     "RetryOptions",
     "RunHook",
     "RunKeyValueStore",
+    "Scheduled",
+    "ScheduledTrigger",
     "ServerTask",
     "Status",
     "TaskError",
+    "cron_trigger",
     "event_trigger",
+    "interval_trigger",
+    "invoke_trigger",
 ]

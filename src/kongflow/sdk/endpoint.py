@@ -10,11 +10,11 @@ import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -30,7 +30,6 @@ from kongflow.protocol import (
     RUN_METADATA_HEADER,
     VERSION_HEADER,
     ErrorWithStack,
-    EventSpecification,
     IndexEndpointResponse,
     JobMetadata,
     PingResponse,
@@ -46,6 +45,7 @@ from kongflow.sdk.context import IO, Context
 from kongflow.sdk.flow import ControlFlow, FlowAnswer, task_state
 from kongflow.sdk.io import TaskError, describe_error
 from kongflow.sdk.store import EndpointStores
+from kongflow.sdk.triggers import Trigger
 
 JobRun = Callable[[Any, IO, Context], Awaitable[Any]]
 #: on_success / on_failure: called with trigger.dev's run notification (`id`, `ok`, `status`,
@@ -61,72 +61,13 @@ _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 @dataclass(frozen=True)
-class EventTrigger:
-    """Run a job when an event named `name` from `source` arrives (trigger.dev's eventTrigger).
-
-    `schema` (a pydantic model, or any type pydantic validates) parses the payload before the
-    job sees it; without one the payload is passed as sent. `filter` narrows the events by
-    payload (each leaf a list of accepted values)."""
-
-    name: str
-    schema: type[Any] | None = None
-    source: str = "trigger.dev"
-    filter: dict[str, Any] | None = None
-    title: str | None = None
-    _adapter: TypeAdapter[Any] | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        adapter = TypeAdapter(self.schema) if self.schema is not None else None
-        object.__setattr__(self, "_adapter", adapter)
-
-    def specification(self) -> EventSpecification:
-        return EventSpecification(
-            name=self.name,
-            title=self.title or self.name,
-            source=self.source,
-            icon="custom-event",
-            filter=self.filter,
-        )
-
-    def metadata(self) -> dict[str, Any]:
-        """The static trigger as INDEX_ENDPOINT describes it."""
-        rule: dict[str, Any] = {"event": self.name, "source": self.source}
-        if self.filter is not None:
-            rule["payload"] = self.filter
-        return {"type": "static", "title": self.name, "rule": rule}
-
-    def parse(self, payload: Any) -> Any:
-        """The payload as the job receives it; raises ValidationError. An event sent without
-        a payload is validated as `{}`, so a model whose fields all have defaults accepts it."""
-        if self._adapter is None:
-            return payload
-        try:
-            return self._adapter.validate_python(payload)
-        except ValidationError:
-            if payload is not None:
-                raise
-            return self._adapter.validate_python({})
-
-
-def event_trigger(
-    name: str,
-    *,
-    schema: type[Any] | None = None,
-    source: str = "trigger.dev",
-    filter: dict[str, Any] | None = None,
-    title: str | None = None,
-) -> EventTrigger:
-    return EventTrigger(name=name, schema=schema, source=source, filter=filter, title=title)
-
-
-@dataclass(frozen=True)
 class Job:
     """A job as registered on an endpoint: its metadata and the function that runs it."""
 
     id: str
     name: str
     version: str
-    trigger: EventTrigger
+    trigger: Trigger
     run: JobRun
     enabled: bool = True
     on_success: RunHook | None = None
@@ -245,7 +186,7 @@ class Endpoint:
         id: str,
         name: str,
         version: str,
-        trigger: EventTrigger,
+        trigger: Trigger,
         enabled: bool = True,
         on_success: RunHook | None = None,
         on_failure: RunHook | None = None,

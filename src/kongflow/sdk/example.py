@@ -7,7 +7,8 @@ from pydantic import BaseModel
 
 from kongflow.sdk.api import ServerTask
 from kongflow.sdk.context import IO, Context
-from kongflow.sdk.endpoint import Endpoint, event_trigger
+from kongflow.sdk.endpoint import Endpoint
+from kongflow.sdk.triggers import event_trigger
 
 
 class HelloPayload(BaseModel):
