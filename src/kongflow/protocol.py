@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
 ACTION_HEADER = "x-trigger-action"
@@ -206,7 +206,7 @@ class TaskState(Wire):
     name: str = "Task"
     status: str
     noop: bool = False
-    delay_until: datetime | None = None
+    delay_until: AwareDatetime | None = None
     operation: str | None = None
     callback_url: str | None = None
     output_properties: list[DisplayProperty] | None = None
@@ -256,7 +256,7 @@ class RunJobRetryWithTask(Wire):
     status: Literal["RETRY_WITH_TASK"]
     task: TaskState
     error: ErrorWithStack
-    retry_at: datetime
+    retry_at: AwareDatetime
 
 
 class RunJobCanceled(Wire):

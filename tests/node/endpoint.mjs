@@ -158,6 +158,29 @@ client.defineJob({
   },
 });
 
+// Two children in parallel; the second fails on its first attempt and is retried.
+client.defineJob({
+  id: "node-parallel",
+  name: "Node parallel",
+  version: "1.0.0",
+  trigger: eventTrigger({ name: "node.parallel" }),
+  run: async (payload, io, ctx) => {
+    const retry = { limit: 3, minTimeoutInMs: 200, factor: 1, randomize: false };
+    const results = await io.parallel("both", [1, 2], async (n) =>
+      io.runTask(
+        `child-${n}`,
+        async (task) => {
+          called(ctx.run.id, `child-${n}`);
+          if (n === 2 && task.attempts === 1) throw new Error("the first attempt fails");
+          return n * 10;
+        },
+        { retry },
+      ),
+    );
+    return { results };
+  },
+});
+
 // Only when INTERVAL_SECONDS is set: a scheduled job would fire through every other test.
 if (process.env.INTERVAL_SECONDS) {
   client.defineJob({

@@ -408,6 +408,25 @@ async def test_io_tasks_are_created_by_idempotency_key_then_completed_or_failed(
         headers={"idempotency-key": "k6"},
     )
     assert other_parent.status_code == 400
+    deep = "[" * 100_000 + "]" * 100_000  # a JSON string: the body's depth check sees no nesting
+    nested = await stack.api.post(
+        f"{url}/{open_step['id']}/complete",
+        json={"output": deep},
+        headers={"trigger-version": "2023-11-01"},
+    )
+    assert nested.status_code == 400 and "too deeply" in nested.json()["error"]
+    # a chain of subtasks deeper than an answer can nest is cut, not a 500
+    parent = None
+    for n in range(40):
+        body = {"idempotencyKey": f"chain-{n}", "parentId": parent}
+        response = await stack.api.post(url, json=body, headers={"idempotency-key": f"chain-{n}"})
+        parent = response.json()["id"]
+    tree = await stack.api.get(f"/api/v2/runs/{run_id}?subtasks=true&take=50")
+    assert tree.status_code == 200
+    depth, node = 0, next(t for t in tree.json()["tasks"] if t["id"] != log["id"] and t["subtasks"])
+    while node["subtasks"]:
+        depth, node = depth + 1, node["subtasks"][0]
+    assert depth == 31  # MAX_TASK_DEPTH levels in all
     stack.release.set()
     assert (await stack.run(run_id))["status"] == "SUCCESS"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kongflow.api import BackgroundServer
@@ -20,7 +20,7 @@ from tests.support.jobs_stack import Stack, jobs_stack, wait_until
 from tests.support.node_sdk import NodeSdk, install
 
 ENDPOINT_ID = "node-app"
-NODE_JOBS = 9  # the jobs tests/node/endpoint.mjs defines (without INTERVAL_SECONDS)
+NODE_JOBS = 10  # the jobs tests/node/endpoint.mjs defines (without INTERVAL_SECONDS)
 
 
 @pytest.fixture(scope="session")
@@ -261,3 +261,23 @@ async def test_a_background_fetch_is_made_by_kongflow(stack: Stack, node: NodeSd
     assert run["output"] == {"body": {"answer": 42}}
     assert received == [("POST", b'{"q":1}')]
     assert "WAITING_TO_CONTINUE" in await stack.statuses(run_id)
+
+
+async def test_a_parallel_child_retried_resumes_the_run(stack: Stack, node: NodeSdk) -> None:
+    run_id = await stack.test("node-parallel")
+    run = await stack.run(run_id, timeout=30)
+    assert (run["status"], run["output"]) == ("SUCCESS", {"results": [10, 20]}), run["output"]
+    assert (await node.calls())[run_id] == {"child-1": 1, "child-2": 2}
+
+
+async def test_a_background_fetch_answer_that_cannot_be_stored_fails_the_run(
+    stack: Stack, node: NodeSdk
+) -> None:
+    async def binary(request: Request) -> Response:
+        return Response(b"\x00\x01\x02", media_type="application/octet-stream")
+
+    app = Starlette(routes=[Route("/binary", binary, methods=["POST"])])
+    async with BackgroundServer(app) as server:
+        run = await stack.run(await stack.test("node-fetch", {"url": f"{server.url}/binary"}))
+    assert run["status"] == "FAILURE"
+    assert "could not be stored" in json.dumps(run["output"])

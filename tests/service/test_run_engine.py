@@ -1,15 +1,17 @@
 """The run engine's answers to what an endpoint says about its tasks, scripted: a yield
-executes the run again (the key remembered), and an answer about a task the run does not have
-fails the run instead of leaving it waiting for ever."""
+executes the run again (the key remembered), an answer about a task the run does not have
+fails the run instead of leaving it waiting for ever, and so does yielding for ever."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.support.jobs_stack import Stack, jobs_stack
+from kongflow.service.catalog import ResumeTask
+from tests.support.jobs_stack import Stack, jobs_stack, wait_until
 
 
 @pytest.fixture
@@ -90,3 +92,45 @@ async def test_an_answer_about_a_task_the_run_has_not_got_fails_it(
     assert run["status"] == "FAILURE"
     assert message in run["output"]["message"]
     assert stack.endpoint.executions == 1
+
+
+async def test_a_run_that_yields_for_ever_is_stopped(database_url: str, schema: str) -> None:
+    async with jobs_stack(database_url, schema, max_executions=4) as stack:
+        auto_yield = {
+            "status": "AUTO_YIELD_EXECUTION",
+            "location": "x",
+            "timeRemaining": 1,
+            "timeElapsed": 1,
+        }
+        stack.endpoint.answers = [(200, json.dumps(auto_yield))] * 10
+        run = await stack.run(await stack.test("echo"))
+    assert run["status"] == "TIMED_OUT"
+    assert "executed 4 times without finishing" in run["output"]["message"]
+    assert stack.endpoint.executions == 4
+
+
+async def test_a_waiting_operation_task_gets_its_operation_when_its_time_comes(
+    stack: Stack,
+) -> None:
+    run_id = await stack.test("gate")
+    await stack.executing(run_id)
+    later = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+    response = await stack.api.post(
+        f"/api/v1/runs/{run_id}/tasks",
+        json={"idempotencyKey": "f", "operation": "fetch", "delayUntil": later, "params": {}},
+        headers={"idempotency-key": "f"},
+    )
+    task = response.json()
+    assert task["status"] == "WAITING"
+    await stack.jobs.tasks.resume_task(ResumeTask(id=task["id"]), None)  # type: ignore[arg-type]
+
+    async def performed() -> bool:  # its fetch has no URL: it fails at once, but it ran
+        again = await stack.api.post(
+            f"/api/v1/runs/{run_id}/tasks",
+            json={"idempotencyKey": "f"},
+            headers={"idempotency-key": "f"},
+        )
+        return bool(again.json()["status"] == "ERRORED")
+
+    await wait_until(performed)
+    stack.release.set()

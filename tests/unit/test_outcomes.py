@@ -205,3 +205,14 @@ def test_run_metadata_asks_for_notifications(header: str, wanted: set[str]) -> N
     body = {"status": "SUCCESS"}
     got = interpret(with_headers(body, {"x-trigger-run-metadata": header}))
     assert got.subscriptions == wanted
+
+
+def test_a_retry_time_without_a_zone_is_a_malformed_answer() -> None:
+    naive = {
+        "status": "RETRY_WITH_TASK",
+        "task": TASK,
+        "error": {"message": "x"},
+        "retryAt": "2026-12-01T10:00:00",
+    }
+    got = interpret(answer(200, naive))
+    assert got.status == "FAILURE" and "malformed" in json.dumps(got.output)

@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 from kongflow.protocol import iso_time
 from kongflow.service.notifications import io_status
 from kongflow.service.rows import Endpoint as EndpointRow
-from kongflow.service.rows import EventRecord, IoStatus, Run, RunListing, Task
+from kongflow.service.rows import EventRecord, IoStatus, Run, RunListing, Task, TaskLine
 from kongflow.service.runs import QueuedRun as QueuedRunRow
 from kongflow.service.tasks import TaskCache
 
@@ -74,7 +74,7 @@ class TaskSummary(Sparse):
     subtasks: list[TaskSummary] | None = None
 
     @classmethod
-    def of(cls, task: Task) -> TaskSummary:
+    def of(cls, task: TaskLine) -> TaskSummary:
         return cls(
             id=task.id,
             display_key=task.display_key,
@@ -86,21 +86,26 @@ class TaskSummary(Sparse):
         )
 
 
-def task_tree(tasks: Sequence[Task], *, subtasks: bool) -> list[TaskSummary]:
-    """The top-level tasks in creation order, each with its subtasks if asked for."""
+def task_tree(tasks: Sequence[TaskLine], *, subtasks: bool) -> list[TaskSummary]:
+    """The top-level tasks in creation order, each with its subtasks if asked for (down to
+    MAX_TASK_DEPTH levels: an answer nested deeper could not be written)."""
     if not subtasks:
         return [TaskSummary.of(t) for t in tasks if t.parent_id is None]
-    children: dict[str, list[Task]] = {}
+    children: dict[str, list[TaskLine]] = {}
     for task in tasks:
         if task.parent_id is not None:
             children.setdefault(task.parent_id, []).append(task)
 
-    def node(task: Task) -> TaskSummary:
+    def node(task: TaskLine, depth: int) -> TaskSummary:
         summary = TaskSummary.of(task)
-        summary.subtasks = [node(child) for child in children.get(task.id, [])]
+        below = children.get(task.id, []) if depth < MAX_TASK_DEPTH else []
+        summary.subtasks = [node(child, depth + 1) for child in below]
         return summary
 
-    return [node(t) for t in tasks if t.parent_id is None]
+    return [node(t, 1) for t in tasks if t.parent_id is None]
+
+
+MAX_TASK_DEPTH = 32
 
 
 class IoStatusAnswer(Sparse):

@@ -116,9 +116,11 @@ class RunExecution:
         request_timeout: float,
         *,
         answer_limit: int = 4 * MiB,
+        max_executions: int = 1000,
     ) -> None:
         self.queue = queue
         self.runs = runs
+        self.max_executions = max_executions
         self.tasks = tasks
         self.outbound = outbound
         self.request_timeout = request_timeout
@@ -171,7 +173,8 @@ class RunExecution:
                 await cur.execute(self._sql.lock_run_status, (run.id,))
                 if await cur.fetchone() != "EXECUTING":
                     return
-            outcome = await self._take_tasks(tx, run, outcome)
+            taken = await self._take_tasks(tx, run, outcome)
+            outcome = replace(taken, subscriptions=outcome.subscriptions)
             status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
             await tx.conn.execute(
                 self._sql.finish_execution,
@@ -195,9 +198,20 @@ class RunExecution:
                     run_at=outcome.reexecute_at,
                 )
             if status in TERMINAL:
-                closed = "CANCELED" if status == "TIMED_OUT" else "ERRORED"
+                closed = "ERRORED" if status not in ("SUCCESS", "TIMED_OUT") else "CANCELED"
                 await tx.conn.execute(self._sql.close_open_tasks, (closed, run.id))
                 await tx.enqueue(RunFinished(id=run.id))
+
+    async def _give_up(self, tx: Transaction, run: RunContext) -> None:
+        """TIMED_OUT: an endpoint that yields or resumes for ever would be executed for ever."""
+        detail = _error(f"the run was executed {run.execution_count} times without finishing")
+        await tx.conn.execute(
+            self._sql.finish_execution_early,
+            {"id": run.id, "status": "TIMED_OUT", "output": Jsonb(detail)},
+        )
+        await self.runs.record_status(tx.conn, run.id, "TIMED_OUT", detail)
+        await tx.conn.execute(self._sql.close_open_tasks, ("CANCELED", run.id))
+        await tx.enqueue(RunFinished(id=run.id))
 
     async def _take_tasks(self, tx: Transaction, run: RunContext, outcome: Outcome) -> Outcome:
         """Apply the answer to the run's tasks; an answer about a task the run does not have
@@ -259,9 +273,8 @@ class RunExecution:
                 )
             if task.status == "RUNNING" and task.operation is not None:
                 continue  # its operation resumes the run when it is done
-            await tx.enqueue(
-                ResumeTask(id=task.id), job_key=resume_key(task.id), run_at=task.delay_until
-            )
+            at = task.retry_at if task.status == "WAITING" and task.retry_at else task.delay_until
+            await tx.enqueue(ResumeTask(id=task.id), job_key=resume_key(task.id), run_at=at)
         return outcome
 
     async def _begin(self, run_id: str) -> tuple[RunContext, RunJobBody] | None:
@@ -272,6 +285,9 @@ class RunExecution:
                 await cur.execute(self._sql.lock_run_context, (run_id,))
                 run = await cur.fetchone()
             if run is None or run.status in TERMINAL:
+                return None
+            if run.execution_count >= self.max_executions:
+                await self._give_up(tx, run)
                 return None
             async with tx.conn.cursor(row_factory=class_row(ExecutionBegun)) as begin:
                 await begin.execute(self._sql.begin_execution, (run_id,))

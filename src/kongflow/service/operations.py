@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from psycopg.rows import class_row
 
 from kongflow.engine.errors import KongflowError
@@ -23,7 +24,7 @@ from kongflow.typed.task import TypedHandler
 
 log = logging.getLogger("kongflow.outbound")
 
-DEFAULT_FETCH_TIMEOUT = 240.0  # within the operation job's timeout
+DEFAULT_FETCH_TIMEOUT = 240.0  # the longest a fetch may take: within its job's timeout
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -71,7 +72,12 @@ class TaskOperations:
         except (ValueError, OutboundError) as exc:  # refused, malformed: not worth a retry
             await self._finish(task, error=str(exc))
             return
-        await self._finish(task, output=output)
+        try:
+            await self._finish(task, output=output)
+        except psycopg.DataError as exc:  # e.g. a \u0000 in the answer, which jsonb refuses
+            # The primary message only: PostgreSQL's detail quotes the data.
+            reason = exc.diag.message_primary or type(exc).__name__
+            await self._finish(task, error=f"the answer could not be stored: {reason}")
 
     async def _fetch(self, task: Task) -> Json:
         params = _object(task.params)
@@ -85,14 +91,16 @@ class TaskOperations:
         headers = _object(init.get("headers"))
         body = init.get("body")
         duration = _object(params.get("timeout")).get("durationInMs")
-        seconds = duration / 1000 if isinstance(duration, (int, float)) and duration > 0 else None
+        seconds = DEFAULT_FETCH_TIMEOUT
+        if isinstance(duration, (int, float)) and duration > 0:
+            seconds = min(duration / 1000, DEFAULT_FETCH_TIMEOUT)
         try:
             answer = await self.outbound.request(
                 method,
                 url,
                 limit=self.answer_limit,
                 target="fetch target",
-                timeout=seconds or DEFAULT_FETCH_TIMEOUT,
+                timeout=seconds,
                 headers={str(k): str(v) for k, v in headers.items()},
                 content=body.encode() if isinstance(body, str) else None,
             )
@@ -113,8 +121,11 @@ class TaskOperations:
         return _body(answer.content)
 
     async def _finish(self, task: Task, *, output: Json = None, error: str | None = None) -> None:
-        """The task COMPLETED or ERRORED, and its run resumed, in one transaction."""
+        """The task COMPLETED or ERRORED, and its run resumed, in one transaction. The run is
+        locked first, so an execution recording its answer meanwhile sees the task done, or
+        is seen by this as waiting."""
         async with self.queue.transaction() as tx:
+            await self.tasks.lock_run(tx.conn, task.run_id)
             if error is None:
                 await self.tasks.complete(tx.conn, task.run_id, task.id, output)
             else:

@@ -49,7 +49,7 @@ class Run(_RunColumns):
     creation order) and its io statuses."""
 
     statuses: tuple[RunStatus, ...] = ()
-    tasks: tuple[Task, ...] = ()
+    tasks: tuple[TaskLine, ...] = ()
     io_statuses: tuple[IoStatus, ...] = ()
 
 
@@ -203,6 +203,20 @@ class Task:
     started_at: datetime | None
     completed_at: datetime | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class TaskLine:
+    """A task as a run read lists it: no params or output."""
+
+    id: str
+    parent_id: str | None
+    display_key: str | None
+    status: str
+    name: str
+    icon: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
 
 
 @dataclass(frozen=True)

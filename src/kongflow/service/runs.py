@@ -29,7 +29,7 @@ from kongflow.service.rows import (
     RunListing,
     RunState,
     RunStatus,
-    Task,
+    TaskLine,
 )
 from kongflow.typed import Transaction, WorkerQueue
 from kongflow.typed.task import TypedHandler
@@ -326,7 +326,7 @@ class RunService:
             async with conn.cursor(row_factory=class_row(RunStatus)) as history:
                 await history.execute(self._sql.run_statuses, (run_id,))
                 statuses = await history.fetchall()
-            async with conn.cursor(row_factory=class_row(Task)) as tasks:
+            async with conn.cursor(row_factory=class_row(TaskLine)) as tasks:
                 await tasks.execute(self._sql.run_tasks, (run_id,))
                 run_tasks = await tasks.fetchall()
             async with conn.cursor(row_factory=class_row(IoStatus)) as io:

@@ -74,6 +74,11 @@ def schedule_of(job: JobMetadata) -> ScheduleSpec | None:
     return None
 
 
+def tick_key(schedule_id: str) -> str:
+    """The job key of a schedule's next tick: one pending tick per schedule."""
+    return f"schedule:{schedule_id}"
+
+
 class ScheduleService:
     def __init__(self, queue: WorkerQueue, database: Database, runs: RunService) -> None:
         self.queue = queue
@@ -87,10 +92,11 @@ class ScheduleService:
         self, tx: Transaction, job_id: str, version_id: str, environment_id: str, job: JobMetadata
     ) -> None:
         """After indexing a job version: it alone of its job's versions is scheduled, if its
-        trigger is a schedule. An unchanged schedule keeps its next tick."""
+        trigger is a schedule and it is enabled. An unchanged schedule keeps its next tick (or
+        gets one, if its tick job is gone)."""
         conn = tx.conn
         await conn.execute(self._sql.stop_other_schedules, (job_id, environment_id, version_id))
-        spec = schedule_of(job)
+        spec = schedule_of(job) if job.enabled else None
         if spec is None:
             await conn.execute(self._sql.stop_schedule, (version_id,))
             return
@@ -106,6 +112,10 @@ class ScheduleService:
             await ids.execute(self._sql.upsert_schedule, (version_id, spec.kind, spec.expression))
             schedule_id: str | None = await ids.fetchone()
         assert schedule_id is not None
+        if unchanged:
+            async with conn.cursor(row_factory=scalar_row) as pending:
+                await pending.execute(self._sql.tick_pending, (tick_key(schedule_id),))
+                unchanged = bool(await pending.fetchone())  # else its chain of ticks died
         if not unchanged:
             now = datetime.now(UTC)
             await self._queue_tick(tx, schedule_id, spec.next_tick(now), last=None)
@@ -155,6 +165,6 @@ class ScheduleService:
     ) -> None:
         await tx.enqueue(
             DeliverScheduled(id=schedule_id, payload=ScheduledPayload(ts=at, last_timestamp=last)),
-            job_key=f"schedule:{schedule_id}",
+            job_key=tick_key(schedule_id),
             run_at=at,
         )

@@ -47,6 +47,9 @@ class JobsOptions:
     queue's retry of `performRunExecution`: `execution_attempts` tries, `execution_retry`
     apart (2, 4, 8, ... s, at most 256 s).
 
+    A run executed `max_executions` times without finishing (an endpoint that yields or resumes
+    for ever) ends TIMED_OUT.
+
     `network` says which addresses may be called (strict by default: public ones only; see
     NetworkPolicy). Answers are read up to `endpoint_answer_limit` bytes from endpoints and
     `webhook_answer_limit` from subscribers; a longer one fails the call."""
@@ -58,6 +61,7 @@ class JobsOptions:
     webhook_timeout: float = 10.0
     webhook_attempts: int = 13
     webhook_retry: RetryPolicy = _WEBHOOK_BACKOFF
+    max_executions: int = 1000
     network: NetworkPolicy = _STRICT
     endpoint_answer_limit: int = 4 * MiB
     webhook_answer_limit: int = 64 * KiB
@@ -65,9 +69,9 @@ class JobsOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.network, NetworkPolicy):
             raise TypeError(f"network is a NetworkPolicy, not {self.network!r}")
-        for name in ("endpoint_answer_limit", "webhook_answer_limit"):
+        for name in ("endpoint_answer_limit", "webhook_answer_limit", "max_executions"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1 byte")
+                raise ValueError(f"{name} must be at least 1")
         for name in ("request_timeout", "ping_timeout", "webhook_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be more than 0 seconds")
@@ -130,6 +134,7 @@ class JobsService:
             self.outbound,
             options.request_timeout,
             answer_limit=options.endpoint_answer_limit,
+            max_executions=options.max_executions,
         )
         self.notifications = RunNotifications(
             queue,

@@ -63,6 +63,7 @@ class JobsSQL:
     lock_run_context: str
     begin_execution: str
     finish_execution: str
+    finish_execution_early: str
     fail_stalled_runs: str
     set_run_output: str
     # io tasks
@@ -80,7 +81,8 @@ class JobsSQL:
     retry_task: str
     set_task_output_properties: str
     start_waiting_task: str
-    unfinished_siblings: str
+    waiting_siblings: str
+    completed_noop_keys: str
     completed_tasks: str
     completed_tasks_from: str
     close_open_tasks: str
@@ -100,6 +102,7 @@ class JobsSQL:
     lock_schedule: str
     schedule_of_version: str
     set_last_tick: str
+    tick_pending: str
     # subscriptions
     insert_subscription: str
     pending_subscriptions: str
@@ -341,6 +344,10 @@ def jobs_sql(schema: str) -> JobsSQL:
             " execution_duration_ms = execution_duration_ms + %(duration_ms)s,"
             " updated_at = now() where id = %(id)s and status = 'EXECUTING' returning id"
         ),
+        finish_execution_early=(
+            f"update {s}.job_runs set status = %(status)s, output = %(output)s,"
+            " completed_at = now(), updated_at = now() where id = %(id)s"
+        ),
         # Unfinished runs whose execution job is gone or permanently failed: FAILURE.
         fail_stalled_runs=(
             f"update {s}.job_runs r set status = 'FAILURE', completed_at = now(),"
@@ -421,13 +428,20 @@ def jobs_sql(schema: str) -> JobsSQL:
             " completed_at = case when noop then now() end"
             f" where id = %s and status = 'WAITING' returning {_TASK_COLUMNS}"
         ),
-        unfinished_siblings=(
-            f"select count(*) from {s}.tasks where parent_id = %s"
-            " and status not in ('COMPLETED', 'ERRORED', 'CANCELED')"
+        # A parallel parent's other children that something will still finish: a wait, a
+        # retry, an operation.
+        waiting_siblings=(
+            f"select count(*) from {s}.tasks where parent_id = %s and id <> %s"
+            " and (status in ('PENDING', 'WAITING')"
+            " or (status = 'RUNNING' and operation is not null))"
+        ),
+        completed_noop_keys=(
+            f"select idempotency_key from {s}.tasks"
+            " where run_id = %s and status = 'COMPLETED' and noop"
         ),
         completed_tasks=(
             f"select {_CACHED_TASK_COLUMNS} from {s}.tasks"
-            " where run_id = %s and status = 'COMPLETED' order by position"
+            " where run_id = %s and status = 'COMPLETED' and not noop order by position"
         ),
         completed_tasks_from=(
             f"select {_CACHED_TASK_COLUMNS} from {s}.tasks"
@@ -440,7 +454,10 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"update {s}.tasks set status = %s, completed_at = now()"
             " where run_id = %s and status in ('PENDING', 'WAITING', 'RUNNING')"
         ),
-        run_tasks=f"select {_TASK_COLUMNS} from {s}.tasks where run_id = %s order by position",
+        run_tasks=(
+            "select id, parent_id, display_key, status, name, icon, started_at, completed_at"
+            f" from {s}.tasks where run_id = %s order by position"
+        ),
         add_yielded_execution=(
             f"update {s}.job_runs set yielded_executions = array_append(yielded_executions, %s)"
             " where id = %s returning cardinality(yielded_executions)"
@@ -498,6 +515,11 @@ def jobs_sql(schema: str) -> JobsSQL:
             f" from {s}.schedules where version_id = %s for update"
         ),
         set_last_tick=f"update {s}.schedules set last_tick = %s where id = %s",
+        # A tick job that will still run (queued, running, or with attempts left).
+        tick_pending=(
+            f"select exists (select 1 from {s}._jobs where key = %s"
+            " and (locked_at is not null or attempts < max_attempts))"
+        ),
         insert_subscription=(
             f"insert into {s}.run_subscriptions (run_id, url, event, recipient_method)"
             " values (%s, %s, %s, %s) on conflict do nothing"

@@ -9,6 +9,7 @@ finds the steps it already took."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -111,11 +112,7 @@ class TaskService:
                     raise TaskError(f"task {new.parent_id!r} is not a task of run {run_id}")
                 return task
             if task.status == "RUNNING" and task.operation in FETCH_OPERATIONS:
-                await tx.enqueue(
-                    PerformTaskOperation(id=task.id),
-                    job_key=f"operation:{task.id}",
-                    run_at=task.delay_until,
-                )
+                await self.queue_operation(tx, task)
         return task
 
     async def complete_task(
@@ -174,54 +171,76 @@ class TaskService:
     async def execution_cache(self, conn: Connection, run_id: str) -> tuple[TaskCache, str]:
         """The run's completed tasks for an execution body (up to 3.5 MB of them; the rest
         lazily, from the cursor), and the bloom filter of its completed no-op tasks."""
-        async with conn.cursor(row_factory=class_row(CachedRow)) as cur:
+        async with conn.cursor(row_factory=scalar_row) as keys:
+            await keys.execute(self._sql.completed_noop_keys, (run_id,))
+            noops = BloomFilter.of(await keys.fetchall())
+        # A server-side cursor: rows are read a few at a time, up to the first that does not
+        # fit, however many the run has.
+        async with conn.cursor("cached_tasks", row_factory=class_row(CachedRow)) as cur:
             await cur.execute(self._sql.completed_tasks, (run_id,))
-            completed = await cur.fetchall()
-        noops = BloomFilter.of(t.idempotency_key for t in completed if t.noop)
-        cache = _fill([t for t in completed if not t.noop], EXECUTION_CACHE_BYTES)
+            cache = await _fill(cur, EXECUTION_CACHE_BYTES)
         return cache, noops.serialize()
 
     async def cache_page(self, run_id: str, cursor: str) -> TaskCache:
         """The completed tasks from `cursor` on (X-Cached-Tasks-Cursor), a page at a time."""
         async with (
             self.database.connection() as conn,
-            conn.cursor(row_factory=class_row(CachedRow)) as cur,
+            conn.transaction(),  # a server-side cursor lives in a transaction
+            conn.cursor("cached_tasks", row_factory=class_row(CachedRow)) as cur,
         ):
             await cur.execute(
                 self._sql.completed_tasks_from,
                 {"run_id": run_id, "cursor": cursor, "limit": PAGE_SIZE},
             )
-            rows = await cur.fetchall()
-        return _fill(rows, PAGE_CACHE_BYTES)
+            return await _fill(cur, PAGE_CACHE_BYTES)
 
     # -- resuming ------------------------------------------------------------------------------
 
     async def resume_task(self, payload: ResumeTask, job: RunningJob) -> None:
         """A waiting task's time has come: a no-op (io.wait) completes, another task runs
-        again (its retry); then its run is re-executed, once all of a parallel parent's
-        children are done."""
+        again (its retry), or has its operation performed; then its run is re-executed, once
+        all of a parallel parent's children are done. Locks the run, then the task (the order
+        of every other writer: task creation, cancel, an execution's end)."""
         async with self.queue.transaction() as tx:
             async with tx.conn.cursor(row_factory=class_row(Task)) as cur:
+                await cur.execute(self._sql.task_by_id, (payload.id,))
+                found = await cur.fetchone()
+                if found is None:
+                    return
+                await self.lock_run(tx.conn, found.run_id)
                 await cur.execute(self._sql.lock_task, (payload.id,))
                 task = await cur.fetchone()
                 if task is None:
                     return
                 if task.status == "WAITING":
                     await cur.execute(self._sql.start_waiting_task, (task.id,))
-            if task.parent_id is not None and await self._siblings_running(tx.conn, task):
+                    task = await cur.fetchone() or task
+            if task.status == "RUNNING" and task.operation in FETCH_OPERATIONS:
+                await self.queue_operation(tx, task)  # it resumes the run when it is done
+                return
+            if task.parent_id is not None and await self._siblings_waiting(tx.conn, task):
                 return
             await self.resume_run(tx, task.run_id)
 
-    async def _siblings_running(self, conn: Connection, task: Task) -> bool:
+    async def _siblings_waiting(self, conn: Connection, task: Task) -> bool:
+        """Whether a parallel parent has other children still waiting (on time, a retry or
+        an operation): the last of them to finish resumes the run."""
         async with conn.cursor(row_factory=class_row(Task)) as cur:
             await cur.execute(self._sql.lock_task, (task.parent_id,))
             parent = await cur.fetchone()
         if parent is None or not parent.parallel:
             return False
         async with conn.cursor(row_factory=scalar_row) as count:
-            await count.execute(self._sql.unfinished_siblings, (parent.id,))
-            unfinished: int | None = await count.fetchone()
-        return bool(unfinished)
+            await count.execute(self._sql.waiting_siblings, (parent.id, task.id))
+            waiting: int | None = await count.fetchone()
+        return bool(waiting)
+
+    async def lock_run(self, conn: Connection, run_id: str) -> str | None:
+        """The run's status, its row locked for the rest of the transaction."""
+        async with conn.cursor(row_factory=scalar_row) as cur:
+            await cur.execute(self._sql.lock_run_status, (run_id,))
+            status: str | None = await cur.fetchone()
+        return status
 
     async def resume_run(self, tx: Transaction, run_id: str) -> None:
         """Re-execute a run that waits on its tasks (a cancelled or finished one stays)."""
@@ -231,10 +250,14 @@ class TaskService:
         if status == "WAITING_TO_CONTINUE":
             await tx.enqueue(PerformRunExecution(id=run_id), job_key=execution_key(run_id))
 
+    async def queue_operation(self, tx: Transaction, task: Task) -> None:
+        """Perform a RUNNING task's operation now (its delay, if it had one, is over)."""
+        await tx.enqueue(PerformTaskOperation(id=task.id), job_key=f"operation:{task.id}")
+
     # -- helpers -------------------------------------------------------------------------------
 
     def _initial_status(self, new: NewTask, run_status: str) -> tuple[str, str | None]:
-        if run_status == "CANCELED":
+        if run_status in TERMINAL:  # cancelled, or a late call for a run that is over
             return "CANCELED", None
         if new.callback:
             return "ERRORED", (
@@ -307,6 +330,8 @@ def parse_output(text: str | None) -> Json:
         value: Json = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise TaskError(f"the task's output is not JSON: {exc}") from None
+    except RecursionError:
+        raise TaskError("the task's output nests too deeply") from None
     return value
 
 
@@ -314,12 +339,12 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
-def _fill(rows: list[CachedRow], limit: int) -> TaskCache:
+async def _fill(rows: AsyncIterator[CachedRow], limit: int) -> TaskCache:
     """Tasks in order while they fit in `limit` bytes (as JSON); the cursor is the first one
     left out."""
     tasks: list[CachedTask] = []
     room = limit
-    for row in rows:
+    async for row in rows:
         cached = CachedTask(
             id=row.idempotency_key,  # trigger.dev sends the key as the cached task's id
             idempotency_key=row.idempotency_key,
