@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kongflow.api import BackgroundServer, create_app
+from kongflow.dashboard import DashboardOptions
 from kongflow.engine.tasks import FixedBackoff
 from kongflow.sdk import IO, Context, Endpoint, event_trigger
 from kongflow.service.environments import Environment
@@ -193,9 +194,16 @@ async def wait_until(predicate: Any, timeout: float = 10) -> None:
 
 
 @asynccontextmanager
-async def jobs_stack(database_url: str, schema: str, **options: Any) -> AsyncIterator[Stack]:
-    """Everything up, the test endpoint registered and indexed. The service runs under the
-    development network policy (everything here is on 127.0.0.1) unless `network` is given."""
+async def jobs_stack(
+    database_url: str,
+    schema: str,
+    *,
+    dashboard: DashboardOptions | None = None,
+    **options: Any,
+) -> AsyncIterator[Stack]:
+    """Everything up, the test endpoint registered and indexed, the dashboard at /dashboard if
+    `dashboard` is given. The service runs under the development network policy (everything
+    here is on 127.0.0.1) unless `network` is given."""
     defaults: dict[str, Any] = {
         "network": NetworkPolicy.dev(),
         "request_timeout": 1.0,
@@ -220,7 +228,7 @@ async def jobs_stack(database_url: str, schema: str, **options: Any) -> AsyncIte
         endpoint_server = await stack.enter_async_context(BackgroundServer(scripted))
         receiver = Receiver()
         receiver_server = await stack.enter_async_context(BackgroundServer(receiver.app()))
-        api_server = await stack.enter_async_context(BackgroundServer(create_app(jobs)))
+        api_server = await stack.enter_async_context(BackgroundServer(create_app(jobs, dashboard)))
         api = await stack.enter_async_context(
             httpx.AsyncClient(
                 base_url=api_server.url,

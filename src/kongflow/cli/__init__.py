@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 import kongflow
-from kongflow.cli import admin, bench, db, dev, env, serve, tasks, worker
+from kongflow.cli import admin, bench, dashboard, db, dev, env, serve, tasks, worker
 
 app = typer.Typer(help="kongflow: durable background jobs on PostgreSQL.", no_args_is_help=True)
 
@@ -40,4 +40,5 @@ app.command("tasks")(tasks.tasks)
 app.command("cleanup")(admin.cleanup)
 app.command("dev")(dev.dev)
 app.command("serve")(serve.serve)
+app.command("dashboard")(dashboard.dashboard)
 app.command("bench")(bench.bench_command)

@@ -6,6 +6,7 @@ development environment."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
@@ -51,6 +52,7 @@ def dev(
 
 async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concurrency: int) -> None:
     from kongflow.api import BackgroundServer
+    from kongflow.dashboard import DashboardOptions
     from kongflow.sdk.example import example_endpoint
     from kongflow.service.network import NetworkPolicy
     from kongflow.service.service import JobsOptions, JobsService
@@ -63,7 +65,9 @@ async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concur
         with console.status("migrating and starting the worker"):
             await jobs.start()
         env = await jobs.environments.ensure()
-        api_server = await listen_api(jobs, host, port)
+        # Open on loopback; beyond it, environments' API keys log in.
+        board = DashboardOptions(login=not is_loopback(host))
+        api_server = await listen_api(jobs, host, port, board)
         # The example's io calls (its tasks, its wait) go to this API.
         endpoint = example_endpoint(env.api_key, api_url=_reachable_url(api_server))
         async with BackgroundServer(endpoint.app) as endpoint_server, api_server:
@@ -85,6 +89,15 @@ async def _serve(url: str, schema: str, host: str, port: int, demo: bool, concur
         await jobs.close(timeout=10)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _reachable_url(server: BackgroundServer) -> str:
     """The server's URL as a client on this machine reaches it (a wildcard address, which
     the server listens on, is not one to connect to)."""
@@ -99,6 +112,7 @@ def _welcome(db_url: str, env: Environment, api: str, endpoint_url: str, slug: s
     table = Table(show_header=False, box=None)
     table.add_row("database", mask_url(db_url))
     table.add_row("API", f"{api}  (OpenAPI: {api}/docs)")
+    table.add_row("dashboard", f"{api}/dashboard")
     table.add_row("environment", f"{env.organization_slug}/{env.project_slug}/{env.slug}")
     table.add_row("API key", f"[bold]{env.api_key}[/bold]")
     table.add_row(

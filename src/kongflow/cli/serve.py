@@ -5,6 +5,7 @@ DATABASE_URL; Ctrl-C or SIGTERM stops it gracefully."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,6 +25,7 @@ from kongflow.settings import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:  # the service and API load only when a command runs them
     from kongflow.api import BackgroundServer
+    from kongflow.dashboard import DashboardOptions
     from kongflow.service.network import NetworkPolicy
     from kongflow.service.service import JobsService
 
@@ -51,18 +53,55 @@ def serve(
         float, typer.Option(min=0.1, help="Seconds without heartbeat before jobs are rescued.")
     ] = 30.0,
     allow_network: AllowNetwork = None,
+    dashboard: Annotated[bool, typer.Option(help="Serve the dashboard at /dashboard.")] = True,
+    dashboard_token: DashboardToken = None,
+    dashboard_read_only: Annotated[
+        bool, typer.Option(help="The dashboard shows, and takes no action.")
+    ] = False,
     database_url: DatabaseUrl = None,
     schema: Schema = DEFAULT_SCHEMA,
 ) -> None:
     """Run the jobs service: the HTTP API and its worker (either can be turned off, to scale
-    them apart). Endpoints and callbacks are called on public addresses only, unless
-    --allow-network opens more."""
+    them apart), and the dashboard at /dashboard behind a login (the admin token, or an
+    environment's API key for its runs). Endpoints and callbacks are called on public
+    addresses only, unless --allow-network opens more."""
     if not api and not worker:
         raise fail("--no-api and --no-worker together leave nothing to run")
     schema = checked_schema(schema)
     network = network_policy(allow_network or [])
+    board = (
+        dashboard_options(dashboard_token, login=True, read_only=dashboard_read_only)
+        if dashboard
+        else None
+    )
     url = connect_url(database_url)
-    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, lease, network))
+    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, lease, network, board))
+
+
+DashboardToken = Annotated[
+    str | None,
+    typer.Option(
+        envvar="KONGFLOW_DASHBOARD_TOKEN",
+        help="The dashboard's admin token (16 characters or more); without one, only "
+        "environments' API keys log in. Sessions are signed with KONGFLOW_DASHBOARD_SECRET "
+        "(random per process if unset).",
+        show_default=False,
+    ),
+]
+
+
+def dashboard_options(token: str | None, *, login: bool, read_only: bool) -> DashboardOptions:
+    from kongflow.dashboard import DashboardOptions
+
+    try:
+        return DashboardOptions(
+            login=login,
+            admin_token=token or None,
+            read_only=read_only,
+            secret=os.environ.get("KONGFLOW_DASHBOARD_SECRET") or None,
+        )
+    except ValueError as exc:
+        raise fail(f"--dashboard-token / KONGFLOW_DASHBOARD_TOKEN: {exc}") from exc
 
 
 def network_policy(allow_networks: list[str]) -> NetworkPolicy:
@@ -86,6 +125,7 @@ async def _serve(
     concurrency: int,
     lease: float,
     network: NetworkPolicy,
+    dashboard: DashboardOptions | None,
 ) -> None:
     from kongflow.service.service import JobsOptions, JobsService
 
@@ -94,9 +134,11 @@ async def _serve(
     jobs = JobsService(url, schema=schema, concurrency=concurrency, lease=lease, options=options)
     try:
         await (jobs.start() if worker else jobs.open())
-        server = await listen_api(jobs, host, port) if api else None
+        server = await listen_api(jobs, host, port, dashboard) if api else None
         freeze_startup_heap()
         parts = [f"API on {server.url}" if server else "", "worker" if worker else ""]
+        if server is not None and dashboard is not None:
+            parts.insert(1, f"dashboard on {server.url}/dashboard")
         err.print(f"kongflow serving: {', '.join(p for p in parts if p)}; Ctrl-C stops it")
         err.print(f"outbound calls to endpoints and callbacks: {network.describe()}")
         await stop.wait()
@@ -116,12 +158,15 @@ def stop_signals() -> asyncio.Event:
     return stop
 
 
-async def listen_api(jobs: JobsService, host: str, port: int) -> BackgroundServer:
-    """The API, listening; a taken port is a clear error."""
+async def listen_api(
+    jobs: JobsService, host: str, port: int, dashboard: DashboardOptions | None = None
+) -> BackgroundServer:
+    """The API (and the dashboard at /dashboard, if given), listening; a taken port is a clear
+    error."""
     from kongflow.api import BackgroundServer, create_app
 
     try:
-        server = BackgroundServer(create_app(jobs), host, port)
+        server = BackgroundServer(create_app(jobs, dashboard), host, port)
     except OSError as exc:
         raise fail(f"cannot listen on {host}:{port} ({exc}); choose another --port") from exc
     return await server.start()

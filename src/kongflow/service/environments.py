@@ -140,6 +140,15 @@ class EnvironmentService:
             found: Environment | None = await cur.fetchone()
         return found
 
+    async def by_id(self, environment_id: str) -> Environment | None:
+        async with (
+            self.client.pool.connection() as conn,
+            conn.cursor(row_factory=class_row(Environment)) as cur,
+        ):
+            await cur.execute(self._sql.environment_by_id, (environment_id,))
+            found: Environment | None = await cur.fetchone()
+        return found
+
     async def authenticate(self, api_key: str) -> Environment | None:
         """The environment this key belongs to (its current key, or a rotated one still in its
         grace period), or None."""

@@ -1,0 +1,1 @@
+"""The dashboard's pages, a module per part: login, the engine's, the jobs service's."""
