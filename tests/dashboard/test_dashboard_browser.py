@@ -124,7 +124,12 @@ async def job_state_is(stack: Stack, job_id: int, state: str) -> bool:
 
 
 async def test_a_job_is_tested_from_the_dashboard_to_success(stack: Stack, page: Page) -> None:
-    await page.goto("/dashboard/test?job=echo")
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    await page.goto("/dashboard/test?job=boom")
+    await page.fill("#payload", "edited")
+    await page.select_option("#job", "echo")  # the job's example (none: {}) replaces it
+    await expect(page.locator("#payload")).to_have_value("{}")
     await page.fill("#payload", '{"greeting": "hi from the dashboard"}')
     await page.click("#run")
     await expect(page.locator("#status")).to_have_text("SUCCESS")  # live on the run's page
@@ -134,6 +139,7 @@ async def test_a_job_is_tested_from_the_dashboard_to_success(stack: Stack, page:
     await page.fill("#payload", "{not json")
     await page.click("#run")
     await expect(page.locator("[role=alert]")).to_contain_text("not JSON")
+    assert refused == []  # the page's scripts all run under its Content-Security-Policy
 
 
 async def test_a_run_is_cancelled_from_its_page(stack: Stack, page: Page) -> None:
@@ -151,7 +157,10 @@ async def test_a_hostile_payload_is_shown_as_text(stack: Stack, page: Page) -> N
     job = await stack.jobs.client.add_job(
         "nobody.handles", {"note": hostile}, queue_name="<b>q</b>"
     )
-    await page.goto(f"/dashboard/jobs/{job.id}")
+    answer = await page.goto(f"/dashboard/jobs/{job.id}")
+    assert answer is not None
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    assert answer.headers["x-frame-options"] == "DENY"
     await expect(page.locator("#payload")).to_contain_text("<script>window.pwned = 1</script>")
     await page.goto("/dashboard/")
     await expect(page.locator("#queues")).to_contain_text("<b>q</b>")
