@@ -246,6 +246,15 @@ def _service_sql(schema: str) -> dict[str, str]:
             " order by r.created_at desc, r.id desc limit %(limit)s"
         ),
         "run_environment": f"select environment_id from {s}.job_runs where id = %s",
+        # Scheduled jobs, with their next tick (the run_at of their pending tick job).
+        "schedules": (
+            "select j.slug as job, v.version, sc.kind, sc.expression, sc.active, sc.last_tick,"
+            " (select t.run_at from " + s + "._jobs t where t.key = 'schedule:' || sc.id)"
+            " as next_tick"
+            f" from {s}.schedules sc join {s}.job_versions v on v.id = sc.version_id"
+            f" join {s}.job_definitions j on j.id = v.job_id"
+            f" where sc.active and {env.format(col='v.environment_id')} order by j.slug"
+        ),
         "subscriptions": (
             "select url, event, recipient_method, delivered_at, created_at"
             f" from {s}.run_subscriptions where run_id = %s order by created_at"
@@ -298,6 +307,9 @@ class ServiceReads:
         runs = await self._dicts("runs", params)
         more = len(runs) > PAGE_SIZE
         return runs[:PAGE_SIZE], runs[PAGE_SIZE - 1]["id"] if more else None
+
+    async def schedules(self, env: str | None) -> list[dict[str, Any]]:
+        return await self._dicts("schedules", {"env": env})
 
     async def run_environment(self, run_id: str) -> str | None:
         rows = await self._dicts("run_environment", (run_id,))

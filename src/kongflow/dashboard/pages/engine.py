@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from kongflow.dashboard.app import guarded, query_filter, render, url
-from kongflow.dashboard.queries import COUNT_CAP, JOB_STATES, EngineReads, JobFilter
+from kongflow.dashboard.queries import COUNT_CAP, JOB_STATES, EngineReads, JobFilter, ServiceReads
 from kongflow.dashboard.security import form
 from kongflow.engine.client import Client
 from kongflow.engine.errors import KongflowError
@@ -180,7 +180,10 @@ async def queue_action(request: Request) -> Response:
 
 
 async def cron(request: Request) -> Response:
-    return render(request, "cron.html", items=await _engine(request).cron())
+    schedules = []
+    if request.app.state.jobs is not None:
+        schedules = await ServiceReads(_client(request)).schedules(None)
+    return render(request, "cron.html", items=await _engine(request).cron(), schedules=schedules)
 
 
 def routes() -> list[Route]:
