@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kongflow.dashboard.queries import EngineReads, age
+from kongflow.dashboard.queries import COUNT_CAP, EngineReads, age
 from kongflow.dashboard.security import DashboardOptions, Viewer, csrf_token, session_settings
 from kongflow.dashboard.security import viewer as current_viewer
 from kongflow.engine.client import Client
@@ -47,6 +47,7 @@ _TEMPLATES = Environment(
     lstrip_blocks=True,
 )
 _TEMPLATES.filters["pretty"] = _pretty
+_TEMPLATES.filters["count"] = lambda n: f"{n:,}+" if n >= COUNT_CAP else f"{n:,}"
 _TEMPLATES.filters["when"] = _when
 
 

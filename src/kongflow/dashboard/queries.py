@@ -73,18 +73,68 @@ class JobFilter:
 @cache
 def _sql(schema: str) -> dict[str, str]:
     s = f'"{validate_schema(schema)}"'
-    job_filter = (
-        " where (%(state)s::text is null or state = %(state)s)"
-        " and (%(task)s::text is null or task_identifier = %(task)s)"
-        " and (%(queue)s::text is null or queue_name = %(queue)s)"
+    where = (
+        " (%(task)s::text is null or task_identifier = %(task)s)"
         " and (%(id)s::bigint is null or id = %(id)s)"
         " and (%(key)s::text is null or key = %(key)s)"
     )
+    # The hot jobs (waiting, scheduled, running, failed) and the finished ones, each read
+    # newest first by its primary key and merged: no full scan, whatever the table's size.
+    hot = (
+        f"select * from {s}.jobs where{where}"
+        " and (%(state)s::text is null or state = %(state)s)"
+        " and (%(queue)s::text is null or queue_name = %(queue)s)"
+        " and (%(before)s::bigint is null or id < %(before)s)"
+        " and (%(state)s::text is null or %(state)s not in ('completed', 'cancelled'))"
+        " order by id desc limit %(limit)s"
+    )
+    finished = (
+        "select f.id, f.queue_name, f.task_identifier, f.payload, f.priority, f.run_at,"
+        " f.attempts, f.max_attempts, f.last_error, f.created_at, f.finished_at, f.key,"
+        " null::timestamptz, null::text, f.revision, f.flags, f.state, f.errors,"
+        " null::timestamptz, f.finished_at, f.result, null::jsonb"
+        f" from {s}._finished_jobs f where{where}"
+        " and (%(state)s::text is null or f.state = %(state)s)"
+        " and (%(queue)s::text is null or f.queue_name = %(queue)s)"
+        " and (%(before)s::bigint is null or f.id < %(before)s)"
+        " and (%(state)s::text is null or %(state)s in ('completed', 'cancelled'))"
+        " order by f.id desc limit %(limit)s"
+    )
+    capped = f"limit {COUNT_CAP}"
     return {
+        # Per queue, counts read from the claim indexes and capped at COUNT_CAP (the page says
+        # "10,000+"): the overview stays fast with millions of jobs waiting.
         "queues": (
-            "select queue_name, available, scheduled, running, failed, oldest_available_at,"
-            f" max_running, paused from {s}.queue_stats"
-            " order by available + scheduled + running + failed desc, queue_name limit 200"
+            "select q.queue_name, q.max_running, q.paused,"
+            " w.available, w.scheduled, w.oldest_available_at,"
+            " coalesce(r.running, 0) as running, coalesce(f.failed, 0) as failed"
+            f" from {s}._job_queues q cross join lateral ("
+            "  select count(*) filter (where run_at <= now()) as available,"
+            "  count(*) filter (where run_at > now()) as scheduled,"
+            "  min(run_at) filter (where run_at <= now()) as oldest_available_at from ("
+            f"   select run_at from {s}._jobs j where j.queue_id = q.id and j.is_available"
+            # in the claim index's order, so that it is read rather than the table
+            f"   and j.queue_id is not null order by j.priority, j.run_at {capped}) ready) w"
+            f" left join (select queue_id, count(*) as running from {s}._jobs"
+            "  where locked_at is not null group by queue_id) r on r.queue_id = q.id"
+            f" left join (select queue_id, count(*) as failed from {s}._jobs"
+            "  where locked_at is null and attempts >= max_attempts group by queue_id) f"
+            " on f.queue_id = q.id"
+            " order by w.available + w.scheduled + coalesce(r.running, 0) desc, q.queue_name"
+            " limit 200"
+        ),
+        # Jobs with no queue: the same figures, from the unqueued claim index.
+        "unqueued": (
+            "select null::text as queue_name, null::int as max_running, false as paused,"
+            " count(*) filter (where run_at <= now()) as available,"
+            " count(*) filter (where run_at > now()) as scheduled,"
+            " min(run_at) filter (where run_at <= now()) as oldest_available_at,"
+            f" (select count(*) from {s}._jobs where queue_id is null"
+            "  and locked_at is not null) as running,"
+            f" (select count(*) from {s}._jobs where queue_id is null and locked_at is null"
+            "  and attempts >= max_attempts) as failed"
+            f" from (select run_at from {s}._jobs where queue_id is null and is_available"
+            f" order by priority, run_at {capped}) ready"
         ),
         # One row a minute over the last hour, empty minutes included.
         "throughput": (
@@ -97,7 +147,8 @@ def _sql(schema: str) -> dict[str, str]:
             f"  select finished_at as at, true as ok from {s}._finished_jobs"
             "   where finished_at > now() - interval '1 hour' and state = 'completed'"
             f"  union all select updated_at, false from {s}._jobs"
-            "   where attempts >= max_attempts and updated_at > now() - interval '1 hour'"
+            "   where locked_at is null and attempts >= max_attempts"
+            "   and updated_at > now() - interval '1 hour'"
             " ) f group by 1) t on t.minute = m.minute order by m.minute"
         ),
         "workers": (
@@ -109,14 +160,20 @@ def _sql(schema: str) -> dict[str, str]:
             " on l.name = 'maintenance' and l.holder = w.id and l.expires_at > now()"
             " order by w.started_at"
         ),
-        "jobs": (
-            f"select * from {s}._all_jobs{job_filter}"
-            " and (%(before)s::bigint is null or id < %(before)s)"
+        "jobs": f"({hot}) union all ({finished}) order by id desc limit %(limit)s",
+        "job_ids": (
+            f"select id from (({hot}) union all ({finished})) matching"
             " order by id desc limit %(limit)s"
         ),
-        "job_ids": (f"select id from {s}._all_jobs{job_filter} order by id desc limit %(limit)s"),
         "job": f"select * from {s}._all_jobs where id = %s",
-        "tasks": (f"select distinct task_identifier from {s}._jobs order by 1 limit 200"),
+        # The tasks to suggest in the filter: what workers serve, and the commonest ones
+        # the planner's statistics know of (no scan of the table).
+        "tasks": (
+            f"select distinct unnest(tasks) as task_identifier from {s}._workers"
+            " union select unnest(most_common_vals::text::text[]) from pg_stats"
+            f" where schemaname = '{validate_schema(schema)}' and tablename = '_jobs'"
+            " and attname = 'task_identifier' order by 1 limit 200"
+        ),
         "cron": (
             f"select identifier, known_since, last_execution from {s}._known_crontabs"
             " order by identifier"
@@ -141,7 +198,14 @@ class EngineReads:
         return await _dicts(self.client, query, params)
 
     async def queues(self) -> list[dict[str, Any]]:
-        return await self._dicts(self._q["queues"])
+        """Named queues by how busy they are, then the jobs with no queue (if any)."""
+        unqueued = await self._dicts(self._q["unqueued"])
+        busy = [
+            row
+            for row in unqueued
+            if any(row[k] for k in ("available", "scheduled", "running", "failed"))
+        ]
+        return await self._dicts(self._q["queues"]) + busy
 
     async def throughput(self) -> list[dict[str, Any]]:
         return await self._dicts(self._q["throughput"])
