@@ -57,6 +57,8 @@ def test_api_and_worker_processes_apart(database_url: str, schema: str) -> None:
         assert health.json() == {"status": "ok"}
         denied = httpx.post(f"http://127.0.0.1:{port}/api/v1/jobs/x/test")
         assert denied.status_code == 401
+        board = httpx.get(f"http://127.0.0.1:{port}/dashboard/jobs")  # behind a login
+        assert (board.status_code, board.headers["location"]) == (303, "/dashboard/login")
         with psycopg.connect(database_url, autocommit=True) as conn:
             while True:  # the worker process registers itself
                 row = conn.execute(
@@ -70,6 +72,7 @@ def test_api_and_worker_processes_apart(database_url: str, schema: str) -> None:
         api_output = stop(api)
         worker_output = stop(worker)
     assert f"API on http://127.0.0.1:{port}" in api_output
+    assert f"dashboard on http://127.0.0.1:{port}/dashboard" in api_output
     assert "worker" in worker_output and "API" not in worker_output.split("serving:")[1]
 
 
