@@ -6,10 +6,11 @@ and never counted in full; a count that could be large is capped (`COUNT_CAP`, s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from croniter import croniter
 from psycopg.rows import dict_row
 
 from kongflow.engine.client import Client
@@ -175,8 +176,8 @@ def _sql(schema: str) -> dict[str, str]:
             " and attname = 'task_identifier' order by 1 limit 200"
         ),
         "cron": (
-            f"select identifier, known_since, last_execution from {s}._known_crontabs"
-            " order by identifier"
+            "select identifier, pattern, task, known_since, last_execution"
+            f" from {s}._known_crontabs order by identifier"
         ),
     }
 
@@ -214,7 +215,13 @@ class EngineReads:
         return await self._dicts(self._q["workers"])
 
     async def cron(self) -> list[dict[str, Any]]:
-        return await self._dicts(self._q["cron"])
+        """Each cron item, with its next tick (UTC) when its pattern is known."""
+        now = datetime.now(UTC)
+        items = await self._dicts(self._q["cron"])
+        for item in items:
+            pattern = item["pattern"]
+            item["next_tick"] = croniter(pattern, now).get_next(datetime) if pattern else None
+        return items
 
     async def task_names(self) -> list[str]:
         return [row["task_identifier"] for row in await self._dicts(self._q["tasks"])]

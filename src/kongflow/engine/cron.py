@@ -233,6 +233,11 @@ class CronScheduler:
                 self._sql.register_crontabs, ([i.identifier for i in self.items], now)
             )
             known = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
+            described = [
+                {"identifier": i.identifier, "pattern": i.pattern, "task": i.task}
+                for i in self.items
+            ]
+            await conn.execute(self._sql.describe_crontabs, (json.dumps(described),))
         ticks = []
         for item in self.items:
             if item.fill is None or item.identifier not in known:

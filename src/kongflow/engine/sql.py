@@ -43,6 +43,7 @@ class EngineSQL:
     pause_queue: str
     resume_queue: str
     register_crontabs: str
+    describe_crontabs: str
     schedule_cron: str
     acquire_lease: str
     release_lease: str
@@ -147,6 +148,7 @@ def engine_sql(schema: str) -> EngineSQL:
         pause_queue=f"select {s}.pause_queue(%s)",
         resume_queue=f"select {s}.resume_queue(%s)",
         register_crontabs=f"select * from {s}._register_crontabs(%s::text[], %s)",
+        describe_crontabs=f"select {s}._describe_crontabs(%s::jsonb)",
         schedule_cron=f"select {s}._schedule_cron(%s::jsonb)",
         acquire_lease=f"select {s}._acquire_lease(%s, %s, %s::interval)",
         release_lease=f"select {s}._release_lease(%s, %s)",

@@ -14,6 +14,16 @@ begin
 end
 $$;
 
+-- Records each item's pattern and task ({identifier, pattern, task} objects), as the worker
+-- registering them has them.
+create or replace function :SCHEMA._describe_crontabs(p_items jsonb) returns void
+language sql volatile as $$
+  update :SCHEMA._known_crontabs k set pattern = i ->> 'pattern', task = i ->> 'task'
+    from jsonb_array_elements(p_items) i
+   where k.identifier = i ->> 'identifier'
+     and (k.pattern is distinct from i ->> 'pattern' or k.task is distinct from i ->> 'task');
+$$;
+
 -- Enqueues cron ticks, each at most once: a tick is taken by moving its item's last_execution
 -- forward, which only one transaction can do. Ticks are {identifier, ts, backfilled, task,
 -- payload, queue_name, priority, max_attempts, job_key, job_key_mode}. Returns the job ids.
