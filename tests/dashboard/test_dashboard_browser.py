@@ -127,7 +127,9 @@ async def test_a_job_is_tested_from_the_dashboard_to_success(stack: Stack, page:
     page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
     await page.goto("/dashboard/test?job=boom")
     await page.fill("#payload", "edited")
-    await page.select_option("#job", "echo")  # the job's example (none: {}) replaces it
+    echo = await page.locator("#job option", has_text="echo (").get_attribute("value")
+    assert echo is not None and echo.endswith("|echo")  # the environment, then the job
+    await page.select_option("#job", echo)  # the job's example (none: {}) replaces it
     await expect(page.locator("#payload")).to_have_value("{}")
     await page.fill("#payload", '{"greeting": "hi from the dashboard"}')
     await page.click("#run")

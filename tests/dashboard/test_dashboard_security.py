@@ -137,3 +137,19 @@ async def test_a_read_only_dashboard_takes_no_action(database_url: str, schema: 
             refused = await client.post(f"/jobs/{job.id}/delete", data={"csrf": csrf})
             assert refused.status_code == 403 and "read-only" in refused.text
         assert await stack.jobs.client.get_job(job.id) is not None
+
+
+async def test_a_job_is_rescheduled_to_a_chosen_time(stack: Stack) -> None:
+    job = await stack.jobs.client.add_job("nobody.handles", {})
+    async with browser_like(stack) as client:
+        await log_in(client, TOKEN)
+        csrf = await csrf_of(client, f"/jobs/{job.id}")
+        moved = await client.post(
+            f"/jobs/{job.id}/reschedule", data={"csrf": csrf, "run_at": "2031-05-04T03:02"}
+        )
+        assert moved.status_code == 303
+        bad = await client.post(f"/jobs/{job.id}/reschedule", data={"csrf": csrf, "run_at": "soon"})
+        assert bad.status_code == 400 and "not a date and time" in bad.text
+    rescheduled = await stack.jobs.client.get_job(job.id)
+    assert rescheduled is not None and rescheduled.state == "scheduled"
+    assert rescheduled.run_at.isoformat() == "2031-05-04T03:02:00+00:00"

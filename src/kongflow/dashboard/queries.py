@@ -335,12 +335,16 @@ def _service_sql(schema: str) -> dict[str, str]:
             f" completed_at, noop from {s}.tasks where run_id = %s order by position limit 2000"
         ),
         "testable": (
-            "select distinct on (j.slug) j.slug as job, v.environment_id, v.version,"
+            "select distinct on (v.environment_id, j.slug) j.slug as job, v.environment_id,"
+            " o.slug || '/' || p.slug || '/' || e.slug as environment, v.version,"
             " v.metadata->'event'->'examples'->0->'payload' as example"
             f" from {s}.job_versions v join {s}.job_definitions j on j.id = v.job_id"
+            f" join {s}.runtime_environments e on e.id = v.environment_id"
+            f" join {s}.projects p on p.id = e.project_id"
+            f" join {s}.organizations o on o.id = e.organization_id"
             f" where v.enabled and {env.format(col='v.environment_id')}"
             " and coalesce(v.metadata->'trigger'->>'type', 'static') <> 'scheduled'"
-            " order by j.slug, v.registered_at desc"
+            " order by v.environment_id, j.slug, v.registered_at desc"
         ),
     }
 

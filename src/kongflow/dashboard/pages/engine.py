@@ -99,13 +99,27 @@ async def job(request: Request) -> Response:
 
 async def job_action(request: Request) -> Response:
     job_id = _job_id(request)
-    await form(request)
+    fields = await form(request)
     action = request.path_params["action"]
-    changed = await _act(_client(request), action, [job_id])
+    if action == "reschedule":
+        changed = await _reschedule(_client(request), job_id, fields.get("run_at", ""))
+    else:
+        changed = await _act(_client(request), action, [job_id])
     if action == "delete" and changed:
         return RedirectResponse(url(request, "/jobs"), 303)
     done = f"{action}: done" if changed else f"{action}: not possible in the job's state"
     return RedirectResponse(url(request, f"/jobs/{job_id}?{urlencode({'done': done})}"), 303)
+
+
+async def _reschedule(client: Client, job_id: int, when: str) -> int:
+    """Run the job at `when`: a date and time in UTC, as a datetime-local field sends it."""
+    try:
+        run_at = datetime.fromisoformat(when).replace(tzinfo=UTC)
+    except ValueError:
+        raise HTTPException(
+            400, f"{when!r} is not a date and time (YYYY-MM-DDTHH:MM, UTC)"
+        ) from None
+    return len(await client.reschedule_jobs([job_id], run_at=run_at))
 
 
 async def _act(client: Client, action: str, ids: list[int]) -> int:

@@ -134,41 +134,44 @@ async def cancel_run(request: Request) -> Response:
     return RedirectResponse(url(request, f"/runs/{run_id}?done=cancelled"), 303)
 
 
-async def test_page(request: Request) -> Response:
-    testable = await _reads(request).testable(_scope(request))
-    chosen = request.query_params.get("job")
+def _choice(target: dict[str, Any]) -> str:
+    """A testable job as the Test page's select names it: its environment and its slug."""
+    return f"{target['environment_id']}|{target['job']}"
+
+
+def _test_form(
+    request: Request, testable: list[dict[str, Any]], chosen: str | None, **context: Any
+) -> Response:
+    examples = {_choice(t): json.dumps(t["example"] or {}, indent=2) for t in testable}
+    if chosen is not None and chosen not in examples:  # ?job=<slug>: its first environment
+        chosen = next((_choice(t) for t in testable if t["job"] == chosen), None)
     return render(
         request,
         "test.html",
-        testable=testable,
+        context.pop("status", 200),
+        testable=[t | {"choice": _choice(t)} for t in testable],
         chosen=chosen,
-        examples={t["job"]: json.dumps(t["example"] or {}, indent=2) for t in testable},
-        error=None,
-        payload=None,
+        examples=examples,
+        **({"error": None, "payload": None} | context),
     )
+
+
+async def test_page(request: Request) -> Response:
+    testable = await _reads(request).testable(_scope(request))
+    return _test_form(request, testable, request.query_params.get("job"))
 
 
 async def test_job(request: Request) -> Response:
     fields = await form(request)
-    slug, raw = fields.get("job", ""), fields.get("payload", "") or "{}"
+    chosen, raw = fields.get("job", ""), fields.get("payload", "") or "{}"
     testable = await _reads(request).testable(_scope(request))
-    target = next((t for t in testable if t["job"] == slug), None)
+    target = next((t for t in testable if _choice(t) == chosen), None)
 
     def again(error: str) -> Response:
-        examples = {t["job"]: json.dumps(t["example"] or {}, indent=2) for t in testable}
-        return render(
-            request,
-            "test.html",
-            400,
-            testable=testable,
-            chosen=slug,
-            examples=examples,
-            error=error,
-            payload=raw,
-        )
+        return _test_form(request, testable, chosen, status=400, error=error, payload=raw)
 
     if target is None:
-        return again(f"no job {slug!r} to test here")
+        return again("no such job to test here")
     try:
         payload = json.loads(raw)
     except ValueError as exc:
@@ -177,7 +180,7 @@ async def test_job(request: Request) -> Response:
     if environment is None:
         return again("the job's environment is gone")
     try:
-        queued = await _jobs(request).runs.test_job(environment, slug, payload)
+        queued = await _jobs(request).runs.test_job(environment, target["job"], payload)
     except JobNotFoundError as exc:
         return again(str(exc))
     return RedirectResponse(url(request, f"/runs/{queued.run_id}"), 303)
