@@ -1,0 +1,1 @@
+"""kongflow inside other frameworks: each module integrates one (`fastapi`)."""
