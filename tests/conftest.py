@@ -1,30 +1,24 @@
 """Test fixtures: one real PostgreSQL per test run, a fresh schema per test.
 
-The server is the embedded one (a throwaway data directory) unless DATABASE_URL is set.
+The server is the embedded one (a throwaway data directory) unless DATABASE_URL is set, from
+kongflow's own pytest plugin.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
-from kongflow import Client, embedded
+from kongflow import Client
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="kongflow-test-") as tmp:
-        yield embedded.start_temporary(Path(tmp) / "pgdata")
+def database_url(kongflow_database_url: str) -> str:
+    """The server of kongflow's own pytest plugin (`kongflow.testing`), as users get it."""
+    return kongflow_database_url
 
 
 @pytest.fixture
