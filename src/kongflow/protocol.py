@@ -8,8 +8,9 @@ endpoint built on trigger.dev's own v2 SDK speaks it too."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
+from croniter import croniter
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 
@@ -96,6 +97,23 @@ class JobMetadata(Wire):
         if isinstance(payload, dict) and payload:
             return payload
         return self.event.filter
+
+
+#: The schedules a scheduled trigger may have (trigger.dev's intervalTrigger and cronTrigger):
+#: a whole number of seconds up to 30 days, or a 5-field cron line (UTC).
+MAX_INTERVAL_SECONDS = 2_592_000
+
+
+def is_interval(seconds: object) -> TypeGuard[int]:
+    return (
+        isinstance(seconds, int)
+        and not isinstance(seconds, bool)
+        and 1 <= seconds <= MAX_INTERVAL_SECONDS
+    )
+
+
+def is_cron_line(line: object) -> TypeGuard[str]:
+    return isinstance(line, str) and len(line.split()) == 5 and bool(croniter.is_valid(line))
 
 
 class IndexEndpointResponse(Wire):
@@ -298,19 +316,21 @@ class RunJobAutoYieldRateLimit(Wire):
     reset: float
 
 
-ChildOutcome = Annotated[
-    RunJobError
-    | RunJobInvalidPayload
-    | RunJobUnresolvedAuth
-    | RunJobResumeWithTask
+#: The answers that end an execution early for io (a task to wait on, a retry, a cancelled run,
+#: a yield), and those that end the run as a failure.
+RunJobFlow = (
+    RunJobResumeWithTask
     | RunJobRetryWithTask
     | RunJobCanceled
     | RunJobYield
     | RunJobAutoYield
     | RunJobAutoYieldWithCompletedTask
-    | RunJobAutoYieldRateLimit,
-    Field(discriminator="status"),
-]
+    | RunJobAutoYieldRateLimit
+)
+RunJobFailure = RunJobError | RunJobInvalidPayload | RunJobUnresolvedAuth
+
+#: What each child of io.parallel reports.
+ChildOutcome = Annotated[RunJobFailure | RunJobFlow, Field(discriminator="status")]
 
 
 class RunJobResumeWithParallelTask(Wire):
@@ -322,18 +342,7 @@ class RunJobResumeWithParallelTask(Wire):
 
 
 RunJobResponse = Annotated[
-    RunJobSuccess
-    | RunJobError
-    | RunJobInvalidPayload
-    | RunJobUnresolvedAuth
-    | RunJobResumeWithTask
-    | RunJobRetryWithTask
-    | RunJobCanceled
-    | RunJobYield
-    | RunJobAutoYield
-    | RunJobAutoYieldWithCompletedTask
-    | RunJobAutoYieldRateLimit
-    | RunJobResumeWithParallelTask,
+    RunJobSuccess | RunJobFailure | RunJobFlow | RunJobResumeWithParallelTask,
     Field(discriminator="status"),
 ]
 RUN_JOB_RESPONSE: TypeAdapter[RunJobResponse] = TypeAdapter(RunJobResponse)

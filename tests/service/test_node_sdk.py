@@ -138,11 +138,6 @@ async def test_get_runs_pages_a_jobs_runs_newest_first(stack: Stack, node: NodeS
     assert rest.get("nextCursor") is None
 
 
-async def status_of(stack: Stack, run_id: str) -> str:
-    response = await stack.api.get(f"/api/v1/runs/{run_id}")
-    return str(response.json()["status"])
-
-
 async def test_three_steps_the_second_retried_once(stack: Stack, node: NodeSdk) -> None:
     run_id = await stack.test("node-steps")
     run = await stack.run(run_id, timeout=30)
@@ -168,7 +163,7 @@ async def test_wait_really_waits_then_on_success_is_called_once(
     run_id = await stack.test("node-wait", {"seconds": 2})
 
     async def waiting() -> bool:
-        return await status_of(stack, run_id) == "WAITING_TO_CONTINUE"
+        return await stack.status(run_id) == "WAITING_TO_CONTINUE"
 
     await wait_until(waiting, timeout=20)
     run = await stack.run(run_id, timeout=30)
@@ -187,7 +182,7 @@ async def test_a_run_cancelled_while_it_waits_stays_cancelled(stack: Stack, node
     run_id = await stack.test("node-wait", {"seconds": 1})
 
     async def waiting() -> bool:
-        return await status_of(stack, run_id) == "WAITING_TO_CONTINUE"
+        return await stack.status(run_id) == "WAITING_TO_CONTINUE"
 
     await wait_until(waiting, timeout=20)
     cancelled = await node.call("cancelRun", run_id)
@@ -195,7 +190,7 @@ async def test_a_run_cancelled_while_it_waits_stays_cancelled(stack: Stack, node
     pause = next(t for t in cancelled["tasks"] if t["displayKey"] == "pause")
     assert pause["status"] == "CANCELED"
     await asyncio.sleep(2.5)  # past the wait: nothing resumes it
-    assert await status_of(stack, run_id) == "CANCELED"
+    assert await stack.status(run_id) == "CANCELED"
     assert "after" not in (await node.calls())[run_id]
 
 

@@ -492,11 +492,6 @@ async def relayed(stack: Stack) -> AsyncIterator[tuple[Served, Relay]]:
         yield served, relay
 
 
-async def status_of(stack: Stack, run_id: str) -> str:
-    response = await stack.api.get(f"/api/v1/runs/{run_id}")
-    return str(response.json()["status"])
-
-
 async def tasks_of(stack: Stack, run_id: str, subtasks: bool = False) -> list[dict[str, Any]]:
     params = {"subtasks": "true"} if subtasks else {}
     response = await stack.api.get(f"/api/v2/runs/{run_id}", params=params)
@@ -567,7 +562,7 @@ async def test_wait_really_waits_then_on_success_is_called_once(stack: Stack, ap
     run_id = await stack.test("py-wait", {"seconds": 1})
 
     async def waiting() -> bool:
-        return await status_of(stack, run_id) == "WAITING_TO_CONTINUE"
+        return await stack.status(run_id) == "WAITING_TO_CONTINUE"
 
     await wait_until(waiting, timeout=20)
     run = await stack.run(run_id, timeout=30)
@@ -595,7 +590,7 @@ async def test_a_run_cancelled_while_it_waits_stays_cancelled(stack: Stack, app:
     run_id = await stack.test("py-wait", {"seconds": 1})
 
     async def waiting() -> bool:
-        return await status_of(stack, run_id) == "WAITING_TO_CONTINUE"
+        return await stack.status(run_id) == "WAITING_TO_CONTINUE"
 
     await wait_until(waiting, timeout=20)
     response = await stack.api.post(f"/api/v1/runs/{run_id}/cancel")
@@ -605,7 +600,7 @@ async def test_a_run_cancelled_while_it_waits_stays_cancelled(stack: Stack, app:
     pause = next(t for t in cancelled["tasks"] if t["displayKey"] == "pause")
     assert pause["status"] == "CANCELED"
     await asyncio.sleep(1.5)  # past the wait: nothing resumes it
-    assert await status_of(stack, run_id) == "CANCELED"
+    assert await stack.status(run_id) == "CANCELED"
     assert CALLS[run_id]["before"] == 1
     assert "after" not in CALLS[run_id]  # the step after the wait never ran
     assert "onSuccess" not in CALLS[run_id]
@@ -807,7 +802,7 @@ async def test_a_run_cancelled_inside_a_step_stops_there(
         return app.answers.by_run[run_id] == ["CANCELED"]
 
     await wait_until(answered, timeout=20)
-    assert await status_of(stack, run_id) == "CANCELED"
+    assert await stack.status(run_id) == "CANCELED"
     [task] = await tasks_of(stack, run_id, subtasks=True)
     assert (task["displayKey"], task["status"]) == ("hold", "CANCELED")
     subtasks = [(t["displayKey"], t["status"]) for t in task["subtasks"]]

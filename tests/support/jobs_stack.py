@@ -150,12 +150,16 @@ class Stack:
                 raise AssertionError(f"run {run_id} still {run['status']} after {timeout}s")
             await asyncio.sleep(0.05)
 
+    async def status(self, run_id: str) -> str:
+        response = await self.api.get(f"/api/v1/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        return str(response.json()["status"])
+
     async def executing(self, run_id: str) -> None:
         """Wait until the run is EXECUTING (its endpoint has the request)."""
 
         async def executing() -> bool:
-            response = await self.api.get(f"/api/v1/runs/{run_id}")
-            return bool(response.json()["status"] == "EXECUTING")
+            return await self.status(run_id) == "EXECUTING"
 
         await wait_until(executing)
 

@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kongflow.dashboard.queries import COUNT_CAP, EngineReads, age
+from kongflow.dashboard.queries import COUNT_CAP, EngineReads, ServiceReads, age
 from kongflow.dashboard.security import DashboardOptions, Viewer, csrf_token, session_settings
 from kongflow.dashboard.security import viewer as current_viewer
 from kongflow.engine.client import Client
@@ -163,6 +163,7 @@ def create_dashboard(
     )
     app.state.options = options
     app.state.engine = EngineReads(client)
+    app.state.service = ServiceReads(client) if jobs is not None else None
     app.state.client = client
     app.state.jobs = jobs
     return app

@@ -35,6 +35,7 @@ from kongflow.protocol import (
     PingResponse,
     RunJobBody,
     RunJobError,
+    RunJobFlow,
     RunJobInvalidPayload,
     RunJobSuccess,
     SchemaError,
@@ -42,7 +43,7 @@ from kongflow.protocol import (
 )
 from kongflow.sdk.api import ApiClient, api_url_from_env
 from kongflow.sdk.context import IO, Context
-from kongflow.sdk.flow import ControlFlow, FlowAnswer, task_state
+from kongflow.sdk.flow import ControlFlow, task_state
 from kongflow.sdk.io import TaskError, describe_error
 from kongflow.sdk.store import EndpointStores
 from kongflow.sdk.triggers import Trigger
@@ -52,7 +53,7 @@ JobRun = Callable[[Any, IO, Context], Awaitable[Any]]
 #: `output` or `error`, `job`, ...) when a run of the job ends.
 RunHook = Callable[[dict[str, Any]], Awaitable[None]]
 R = TypeVar("R", bound=JobRun)
-RunJobAnswer = RunJobSuccess | RunJobError | RunJobInvalidPayload | FlowAnswer
+RunJobAnswer = RunJobSuccess | RunJobError | RunJobInvalidPayload | RunJobFlow
 
 log = logging.getLogger("kongflow.sdk")
 

@@ -18,6 +18,7 @@ from kongflow.protocol import (
     RunJobAutoYieldRateLimit,
     RunJobAutoYieldWithCompletedTask,
     RunJobCanceled,
+    RunJobFlow,
     RunJobResumeWithTask,
     RunJobRetryWithTask,
     RunJobYield,
@@ -27,21 +28,11 @@ from kongflow.protocol import (
 if TYPE_CHECKING:
     from kongflow.sdk.api import ServerTask
 
-FlowAnswer = (
-    RunJobResumeWithTask
-    | RunJobRetryWithTask
-    | RunJobCanceled
-    | RunJobYield
-    | RunJobAutoYield
-    | RunJobAutoYieldWithCompletedTask
-    | RunJobAutoYieldRateLimit
-)
-
 
 class ControlFlow(BaseException):
     """The execution stops here; `answer()` is what the endpoint tells the jobs service."""
 
-    def answer(self) -> FlowAnswer:
+    def answer(self) -> RunJobFlow:
         raise NotImplementedError
 
 

@@ -7,13 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
-from kongflow.protocol import EventSpecification
-
-MAX_INTERVAL_SECONDS = 2_592_000  # 30 days, as trigger.dev allows
+from kongflow.protocol import MAX_INTERVAL_SECONDS, EventSpecification, is_cron_line, is_interval
 
 
 class Trigger(Protocol):
@@ -106,11 +103,9 @@ class ScheduledTrigger:
     def __post_init__(self) -> None:
         if (self.seconds is None) == (self.cron is None):
             raise ValueError("a schedule is every `seconds` or a `cron` line, one of the two")
-        if self.seconds is not None and not 1 <= self.seconds <= MAX_INTERVAL_SECONDS:
+        if self.seconds is not None and not is_interval(self.seconds):
             raise ValueError(f"an interval is 1 to {MAX_INTERVAL_SECONDS} seconds")
-        if self.cron is not None and not (
-            len(self.cron.split()) == 5 and croniter.is_valid(self.cron)
-        ):
+        if self.cron is not None and not is_cron_line(self.cron):
             raise ValueError(f"{self.cron!r} is not a 5-field cron line (UTC)")
 
     def specification(self) -> EventSpecification:

@@ -169,10 +169,8 @@ class RunExecution:
         """Record the outcome and act on it in one transaction, unless the run was cancelled
         meanwhile (CANCELED stays)."""
         async with self.queue.transaction() as tx:
-            async with tx.conn.cursor(row_factory=scalar_row) as cur:
-                await cur.execute(self._sql.lock_run_status, (run.id,))
-                if await cur.fetchone() != "EXECUTING":
-                    return
+            if await self.tasks.lock_run(tx.conn, run.id) != "EXECUTING":
+                return
             taken = await self._take_tasks(tx, run, outcome)
             outcome = replace(taken, subscriptions=outcome.subscriptions)
             status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status

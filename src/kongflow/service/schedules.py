@@ -19,7 +19,7 @@ from croniter import croniter
 from psycopg.rows import class_row, scalar_row
 
 from kongflow.engine.tasks import RunningJob
-from kongflow.protocol import JobMetadata
+from kongflow.protocol import MAX_INTERVAL_SECONDS, JobMetadata, is_cron_line, is_interval
 from kongflow.service.catalog import DeliverScheduled, ScheduledPayload
 from kongflow.service.database import Database
 from kongflow.service.environments import Environment
@@ -31,7 +31,6 @@ from kongflow.typed.task import TypedHandler
 log = logging.getLogger("kongflow.schedules")
 
 SCHEDULED_EVENT = "trigger.scheduled"
-MAX_INTERVAL_SECONDS = 2_592_000  # 30 days, as trigger.dev allows
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,8 @@ def schedule_of(job: JobMetadata) -> ScheduleSpec | None:
     options: Any = schedule.get("options") or {}
     if schedule.get("type") == "interval":
         seconds = options.get("seconds") if isinstance(options, dict) else None
-        if isinstance(seconds, int) and not isinstance(seconds, bool):  # noqa: SIM102
-            if 1 <= seconds <= MAX_INTERVAL_SECONDS:
-                return ScheduleSpec("interval", str(seconds))
+        if is_interval(seconds):
+            return ScheduleSpec("interval", str(seconds))
         log.warning(
             "job %r: interval %r is not a whole number of seconds from 1 to %d; not scheduled",
             job.id,
@@ -68,7 +66,7 @@ def schedule_of(job: JobMetadata) -> ScheduleSpec | None:
         return None
     if schedule.get("type") == "cron":
         line = options.get("cron") if isinstance(options, dict) else None
-        if isinstance(line, str) and len(line.split()) == 5 and croniter.is_valid(line):
+        if is_cron_line(line):
             return ScheduleSpec("cron", line)
         log.warning("job %r: %r is not a 5-field cron line; not scheduled", job.id, line)
     return None

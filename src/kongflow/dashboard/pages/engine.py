@@ -194,9 +194,8 @@ async def queue_action(request: Request) -> Response:
 
 
 async def cron(request: Request) -> Response:
-    schedules = []
-    if request.app.state.jobs is not None:
-        schedules = await ServiceReads(_client(request)).schedules(None)
+    service: ServiceReads | None = request.app.state.service
+    schedules = await service.schedules(None) if service is not None else []
     return render(request, "cron.html", items=await _engine(request).cron(), schedules=schedules)
 
 

@@ -30,7 +30,8 @@ def _jobs(request: Request) -> JobsService:
 
 
 def _reads(request: Request) -> ServiceReads:
-    return ServiceReads(request.app.state.client)
+    reads: ServiceReads = request.app.state.service
+    return reads
 
 
 def _scope(request: Request) -> str | None:
