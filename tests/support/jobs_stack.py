@@ -210,7 +210,7 @@ async def jobs_stack(
     here is on 127.0.0.1) unless `network` is given."""
     defaults: dict[str, Any] = {
         "network": NetworkPolicy.dev(),
-        "request_timeout": 1.0,
+        "request_timeout": 4.0,  # a gated job waits while a test works; under 5 s: no chunk limit
         "execution_attempts": 3,
         "execution_retry": FixedBackoff(0.1),
         "webhook_attempts": 5,
