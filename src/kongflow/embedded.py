@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kongflow.extras import MissingExtra
 from kongflow.settings import data_dir
 
 
@@ -67,7 +68,10 @@ def _get_server(pgdata: Path, cleanup_mode: str | None) -> Any:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver copes.
         warnings.simplefilter("ignore")
-        from pgserver.postgres_server import PostgresServer
+        try:
+            from pgserver.postgres_server import PostgresServer
+        except ImportError as exc:
+            raise MissingExtra("embedded", "the embedded PostgreSQL", ["pgserver"]) from exc
 
         # Not pgserver.get_server(): it caches a handle per process, which would not notice a
         # server stopped since; a new handle attaches to a running server or starts one.

@@ -12,10 +12,12 @@ import psycopg
 import typer
 from psycopg_pool import PoolTimeout
 from rich.console import Console
+from rich.markup import escape
 
 from kongflow import embedded
 from kongflow.engine.client import Client
 from kongflow.engine.migrate import MigrationError
+from kongflow.extras import MissingExtra, require
 from kongflow.service.schema import ALL_COMPONENTS
 from kongflow.settings import mask_url, validate_schema
 
@@ -46,13 +48,23 @@ def freeze_startup_heap() -> None:
 
 
 def fail(message: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(1)
+
+
+def require_extra(extra: str, command: str) -> None:
+    """Stop with how to install `extra` if `command` cannot run without it."""
+    try:
+        require(extra, command)
+    except MissingExtra as exc:
+        raise fail(str(exc)) from exc
 
 
 def start_embedded() -> str:
     try:
         return embedded.start()
+    except MissingExtra as exc:
+        raise fail(f"{exc}, or set DATABASE_URL to use another server") from exc
     except Exception as exc:
         raise fail(
             f"could not start the embedded PostgreSQL in {embedded.pgdata_dir()}: {exc}\n"

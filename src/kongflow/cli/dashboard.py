@@ -14,6 +14,7 @@ from kongflow.cli.common import (
     connect_url,
     err,
     fail,
+    require_extra,
     run_db,
 )
 from kongflow.cli.dev import is_loopback
@@ -34,6 +35,7 @@ def dashboard(
 ) -> None:
     """Serve the dashboard on its own: open on loopback, behind a login with --token (which
     it needs to listen anywhere else)."""
+    require_extra("service", "kongflow dashboard")
     if token is None and not is_loopback(host):
         raise fail(f"to serve the dashboard on {host}, set --token (or KONGFLOW_DASHBOARD_TOKEN)")
     options = dashboard_options(token, login=token is not None, read_only=read_only)

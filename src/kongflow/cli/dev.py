@@ -22,6 +22,7 @@ from kongflow.cli.common import (
     connect_url,
     console,
     fail,
+    require_extra,
     run_db,
 )
 from kongflow.cli.serve import listen_api, stop_signals
@@ -45,6 +46,7 @@ def dev(
     schema: Schema = DEFAULT_SCHEMA,
 ) -> None:
     """Run kongflow locally: database, API, worker and an example endpoint. Ctrl-C stops all."""
+    require_extra("service", "kongflow dev")
     schema = checked_schema(schema)
     url = connect_url(database_url)
     run_db(url, _serve(url, schema, host, port, demo, concurrency))

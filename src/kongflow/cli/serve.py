@@ -19,6 +19,7 @@ from kongflow.cli.common import (
     err,
     fail,
     freeze_startup_heap,
+    require_extra,
     run_db,
 )
 from kongflow.settings import DEFAULT_SCHEMA
@@ -65,6 +66,7 @@ def serve(
     them apart), and the dashboard at /dashboard behind a login (the admin token, or an
     environment's API key for its runs). Endpoints and callbacks are called on public
     addresses only, unless --allow-network opens more."""
+    require_extra("service", "kongflow serve")
     if not api and not worker:
         raise fail("--no-api and --no-worker together leave nothing to run")
     schema = checked_schema(schema)

@@ -20,14 +20,18 @@ io calls reach kongflow's API at `Endpoint(api_url=...)`, by default KONGFLOW_AP
 TRIGGER_API_URL).
 """
 
-from kongflow.sdk.api import ApiError, MissingApiUrl, ServerTask
-from kongflow.sdk.context import IO, Context
-from kongflow.sdk.endpoint import Endpoint, Job, JobRun, RunHook
-from kongflow.sdk.flow import ControlFlow
-from kongflow.sdk.io import IOLogger, Status, TaskError
-from kongflow.sdk.retry import DEFAULT_RETRY_OPTIONS, RetryOptions
-from kongflow.sdk.store import KeyValueStore, RunKeyValueStore
-from kongflow.sdk.triggers import (
+from kongflow.extras import require
+
+require("service", "the Python SDK for endpoints (kongflow.sdk)")
+
+from kongflow.sdk.api import ApiError, MissingApiUrl, ServerTask  # noqa: E402
+from kongflow.sdk.context import IO, Context  # noqa: E402
+from kongflow.sdk.endpoint import Endpoint, Job, JobRun, RunHook  # noqa: E402
+from kongflow.sdk.flow import ControlFlow  # noqa: E402
+from kongflow.sdk.io import IOLogger, Status, TaskError  # noqa: E402
+from kongflow.sdk.retry import DEFAULT_RETRY_OPTIONS, RetryOptions  # noqa: E402
+from kongflow.sdk.store import KeyValueStore, RunKeyValueStore  # noqa: E402
+from kongflow.sdk.triggers import (  # noqa: E402
     EventTrigger,
     InvokeTrigger,
     Scheduled,

@@ -30,10 +30,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
-import httpx
-
 from kongflow.engine.errors import KongflowError
+from kongflow.extras import MissingExtra
+
+try:
+    import httpcore
+    import httpx
+except ImportError as exc:  # a core install: the jobs service is the 'service' extra
+    raise MissingExtra("service", "the jobs service", ["httpx"]) from exc
+
 from kongflow.service.network import IPAddress, NetworkPolicy
 
 log = logging.getLogger("kongflow.outbound")
