@@ -5,6 +5,7 @@ from kongflow.engine.errors import InvalidJobError, KongflowError, PermanentFail
 from kongflow.engine.hooks import WorkerHooks
 from kongflow.engine.models import Job, JobSpec
 from kongflow.engine.settings import WorkerSettings
+from kongflow.engine.sync_client import SyncClient
 from kongflow.engine.tasks import ExponentialBackoff, FixedBackoff, RunningJob, Task
 from kongflow.engine.worker import Worker
 
@@ -19,6 +20,7 @@ __all__ = [
     "PermanentFailure",
     "RunningJob",
     "Snooze",
+    "SyncClient",
     "Task",
     "Worker",
     "WorkerHooks",

@@ -8,36 +8,19 @@ woken (NOTIFY) only when it commits.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import AsyncConnection, Connection
-from psycopg.rows import dict_row, tuple_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow.engine.bulk import copy_jobs
-from kongflow.engine.errors import InvalidJobError
 from kongflow.engine.migrate import ENGINE_COMPONENT, migrate
-from kongflow.engine.models import (
-    MAX_KEY_LENGTH,
-    MAX_NAME_LENGTH,
-    Job,
-    JobKeyMode,
-    JobSpec,
-    check_int,
-    check_job_key_mode,
-    check_optional_text,
-    check_payload_text,
-    check_run_at,
-    encode_payload,
-    may_hold_bad_text,
-)
+from kongflow.engine.models import Job, JobKeyMode, JobSpec
 from kongflow.engine.pool import open_pool
-from kongflow.engine.sql import engine_sql
+from kongflow.engine.statements import Statement, Statements, validated_specs
 from kongflow.engine.tracing import enqueue_span
 from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
@@ -45,6 +28,7 @@ if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
     from kongflow.engine.metrics import Metrics
 
 AnyConnection = AsyncConnection[Any] | Connection[Any]
+T = TypeVar("T")
 
 
 class Client:
@@ -74,7 +58,7 @@ class Client:
         self._migrate = migrate
         self._components = list(components)
         self._metrics = metrics
-        self._sql = engine_sql(self.schema)
+        self._statements = Statements(self.schema)
 
     @property
     def is_open(self) -> bool:
@@ -133,16 +117,20 @@ class Client:
         conn: AnyConnection | None = None,
     ) -> Job:
         """Enqueue one job (graphile-worker's addJob, with its job-key semantics)."""
-        params = JobSpec(
-            identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags
-        ).validated()
-        params["job_key_mode"] = check_job_key_mode(job_key_mode)
         with enqueue_span(identifier, queue_name) as headers:
-            params["headers"] = Jsonb(headers) if headers else None
-            (job,) = await self._fetch(self._sql.add_job, params, conn)
-        if self._metrics is not None:
-            self._metrics.record_enqueued([job])
-        return job
+            statement = self._statements.add_job(
+                identifier,
+                payload,
+                queue_name=queue_name,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                job_key=job_key,
+                job_key_mode=job_key_mode,
+                priority=priority,
+                flags=flags,
+                headers=headers,
+            )
+            return await self._run(statement, conn)
 
     async def add_jobs(
         self,
@@ -152,13 +140,7 @@ class Client:
         conn: AnyConnection | None = None,
     ) -> list[Job]:
         """Enqueue many jobs in one statement and one NOTIFY; built for 100k+ jobs a call."""
-        document = _bulk_document(specs)
-        if document is None:
-            return []
-        jobs = await self._fetch(self._sql.add_jobs, (document, job_key_preserve_run_at), conn)
-        if self._metrics is not None:
-            self._metrics.record_enqueued(jobs)
-        return jobs
+        return await self._run(self._statements.add_jobs(specs, job_key_preserve_run_at), conn)
 
     async def add_jobs_fast(
         self,
@@ -176,43 +158,30 @@ class Client:
             or isinstance(conn, Connection)
             or any(isinstance(spec, JobSpec) and spec.job_key is not None for spec in specs)
         ):
-            return await self._add_jobs_counted(specs, job_key_preserve_run_at, conn)
-        rows = _validated(specs, encode=True)
+            counted = self._statements.add_jobs_counted(specs, job_key_preserve_run_at)
+            return await self._run(counted, conn)
+        rows = validated_specs(specs, encode=True)
         if conn is None:
             async with self.pool.connection() as own:
-                counts = await copy_jobs(own, self._sql, rows)
+                counts = await copy_jobs(own, self._statements.sql, rows)
         else:
-            counts = await copy_jobs(conn, self._sql, rows)
+            counts = await copy_jobs(conn, self._statements.sql, rows)
         if self._metrics is not None:
             self._metrics.record_enqueued_counts(
                 (task, queue, count) for (task, queue), count in counts.items()
             )
         return len(rows)
 
-    async def _add_jobs_counted(
-        self, specs: list[JobSpec], job_key_preserve_run_at: bool, conn: AnyConnection | None
-    ) -> int:
-        document = _bulk_document(specs)
-        if document is None:
-            return 0
-        counts = await self._rows(
-            self._sql.add_jobs_counted, (document, job_key_preserve_run_at), conn
-        )
-        if self._metrics is not None:
-            self._metrics.record_enqueued_counts(counts)
-        return sum(count for _, _, count in counts)
-
     async def remove_job(self, job_key: str, *, conn: AnyConnection | None = None) -> Job | None:
         """Delete the job with this key if it is not running; a running one loses its key and
         will not be retried. Returns the job, or None when no job has the key."""
-        check_optional_text(job_key, "job_key", "", MAX_KEY_LENGTH)
-        return _first(await self._fetch(self._sql.remove_job, (job_key,), conn))
+        return await self._run(self._statements.remove_job(job_key), conn)
 
     async def complete_jobs(
         self, job_ids: Sequence[int], *, conn: AnyConnection | None = None
     ) -> list[Job]:
         """Mark jobs completed; running jobs are left alone."""
-        return await self._fetch(self._sql.complete_jobs, (_ids(job_ids),), conn)
+        return await self._run(self._statements.complete_jobs(job_ids), conn)
 
     async def permanently_fail_jobs(
         self,
@@ -222,7 +191,7 @@ class Client:
         conn: AnyConnection | None = None,
     ) -> list[Job]:
         """Fail jobs for good (no more retries); running jobs are left alone."""
-        return await self._fetch(self._sql.permanently_fail_jobs, (_ids(job_ids), message), conn)
+        return await self._run(self._statements.permanently_fail_jobs(job_ids, message), conn)
 
     async def reschedule_jobs(
         self,
@@ -235,36 +204,30 @@ class Client:
         conn: AnyConnection | None = None,
     ) -> list[Job]:
         """Change when and how jobs run; running jobs are left alone."""
-        params = {
-            "ids": _ids(job_ids),
-            "run_at": check_run_at(run_at),
-            "priority": check_int(priority, "priority", "", -(2**31), 2**31 - 1),
-            "attempts": check_int(attempts, "attempts", "", 0, 32767),
-            "max_attempts": check_int(max_attempts, "max_attempts", "", 1, 32767),
-        }
-        return await self._fetch(self._sql.reschedule_jobs, params, conn)
+        statement = self._statements.reschedule_jobs(
+            job_ids, run_at=run_at, priority=priority, attempts=attempts, max_attempts=max_attempts
+        )
+        return await self._run(statement, conn)
 
     async def get_job(self, job_id: int, *, conn: AnyConnection | None = None) -> Job | None:
         """A job in any state, including completed and cancelled ones still retained."""
-        return _first(await self._fetch(self._sql.get_job, (job_id,), conn))
+        return await self._run(self._statements.get_job(job_id), conn)
 
     async def cancel_job(self, job_id: int, *, conn: AnyConnection | None = None) -> Job | None:
         """Cancel a job: at once if it is not running, else its worker is asked to stop it and
         it will not be retried. Returns the job, or None if there is no such job."""
-        return _first(await self._fetch(self._sql.cancel_job, (job_id,), conn))
+        return await self._run(self._statements.cancel_job(job_id), conn)
 
     async def retry_job(self, job_id: int, *, conn: AnyConnection | None = None) -> Job | None:
         """Run a job that is not running now; a permanently failed one gets one more attempt.
         Returns None when there is no such job waiting (running, finished or unknown)."""
-        job = _first(await self._fetch(self._sql.retry_job, (job_id,), conn))
-        return job if job is not None and job.state != "running" else None
+        return await self._run(self._statements.retry_job(job_id), conn)
 
     async def delete_jobs(
         self, job_ids: Sequence[int], *, conn: AnyConnection | None = None
     ) -> list[int]:
         """Delete jobs that are not running (finished ones too); returns the deleted ids."""
-        (row,) = await self._rows(self._sql.delete_jobs, (_ids(job_ids),), conn)
-        return list(row[0])
+        return await self._run(self._statements.delete_jobs(job_ids), conn)
 
     async def list_jobs(
         self,
@@ -276,117 +239,68 @@ class Client:
         conn: AnyConnection | None = None,
     ) -> list[Job]:
         """Newest first, in any state (finished jobs while retained)."""
-        params = {"state": state, "task": task, "queue": queue, "limit": limit}
-        return await self._fetch(self._sql.list_jobs, params, conn)
+        statement = self._statements.list_jobs(state=state, task=task, queue=queue, limit=limit)
+        return await self._run(statement, conn)
 
     async def queue_stats(self, *, conn: AnyConnection | None = None) -> list[dict[str, Any]]:
         """Per queue: jobs by state, oldest available time, limit, paused."""
-        return await self._rows(self._sql.queue_stats, None, conn, dict_row)
+        return await self._run(self._statements.queue_stats(), conn)
 
     async def force_unlock_workers(
         self, worker_ids: Sequence[str], *, conn: AnyConnection | None = None
     ) -> list[int]:
         """Release the jobs of these workers now, as if their lease had expired; returns the
         released job ids."""
-        (row,) = await self._rows(self._sql.force_unlock_workers, (list(worker_ids),), conn)
-        return list(row[0])
+        return await self._run(self._statements.force_unlock_workers(worker_ids), conn)
 
     async def set_queue_limits(
         self, limits: Mapping[str, int], *, conn: AnyConnection | None = None
     ) -> None:
         """Set global concurrency limits by queue name or pattern (`{"runs:*": 1}`)."""
-        for name, limit in limits.items():
-            check_int(limit, f"limits[{name!r}]", "", 1, 2**31 - 1)
-        await self._rows(self._sql.set_queue_limits, (json.dumps(dict(limits)),), conn)
+        await self._run(self._statements.set_queue_limits(limits), conn)
 
     async def pause_queue(self, queue_name: str, *, conn: AnyConnection | None = None) -> None:
         """No worker takes jobs from this queue until it is resumed (running ones finish)."""
-        check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)
-        await self._rows(self._sql.pause_queue, (queue_name,), conn)
+        await self._run(self._statements.pause_queue(queue_name), conn)
 
     async def resume_queue(self, queue_name: str, *, conn: AnyConnection | None = None) -> None:
-        check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)
-        await self._rows(self._sql.resume_queue, (queue_name,), conn)
+        await self._run(self._statements.resume_queue(queue_name), conn)
 
     async def queue_known(self, queue_name: str, *, conn: AnyConnection | None = None) -> bool:
         """Whether the queue has jobs or a row (it had jobs recently, or was paused), or a limit
         policy matches its name."""
-        check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)
-        ((known,),) = await self._rows(self._sql.queue_known, {"name": queue_name}, conn)
-        return bool(known)
+        return await self._run(self._statements.queue_known(queue_name), conn)
 
     async def unhandled_tasks(self, *, conn: AnyConnection | None = None) -> list[dict[str, Any]]:
         """Tasks with ready jobs that no live worker takes (no handler for the task, or none
         serving the queue): task_identifier, ready, oldest_run_at, queue_names."""
-        return await self._rows(self._sql.unhandled_tasks, None, conn, dict_row)
+        return await self._run(self._statements.unhandled_tasks(), conn)
 
-    async def _fetch(self, query: str, params: Any, conn: AnyConnection | None) -> list[Job]:
-        return await self._rows(query, params, conn, Job.row_factory)
-
-    async def _rows(
-        self, query: str, params: Any, conn: AnyConnection | None, row_factory: Any = tuple_row
-    ) -> list[Any]:
-        if conn is None:
+    async def _run(self, statement: Statement[T], conn: AnyConnection | None) -> T:
+        if statement.query is None:
+            rows: list[Any] = []
+        elif conn is None:
             async with self.pool.connection() as own:
-                return await _fetch_async(own, query, params, row_factory)
-        if isinstance(conn, AsyncConnection):
-            return await _fetch_async(conn, query, params, row_factory)
-        if isinstance(conn, Connection):
-            return await asyncio.to_thread(_fetch_sync, conn, query, params, row_factory)
-        raise TypeError(f"conn must be a psycopg Connection or AsyncConnection, got {conn!r}")
+                rows = await _fetch_async(own, statement)
+        elif isinstance(conn, AsyncConnection):
+            rows = await _fetch_async(conn, statement)
+        elif isinstance(conn, Connection):
+            rows = await asyncio.to_thread(fetch_sync, conn, statement)
+        else:
+            raise TypeError(f"conn must be a psycopg Connection or AsyncConnection, got {conn!r}")
+        if self._metrics is not None and statement.enqueued is not None:
+            self._metrics.record_enqueued_counts(statement.enqueued(rows))
+        return statement.answer(rows)
 
 
-async def _fetch_async(
-    conn: AsyncConnection[Any], query: str, params: Any, row_factory: Any
-) -> list[Any]:
-    async with conn.cursor(row_factory=row_factory) as cur:
-        await cur.execute(query, params)
+async def _fetch_async(conn: AsyncConnection[Any], statement: Statement[Any]) -> list[Any]:
+    async with conn.cursor(row_factory=statement.row_factory) as cur:
+        await cur.execute(statement.query, statement.params)  # type: ignore[arg-type]
         return await cur.fetchall()
 
 
-def _fetch_sync(conn: Connection[Any], query: str, params: Any, row_factory: Any) -> list[Any]:
-    with conn.cursor(row_factory=row_factory) as cur:
-        cur.execute(query, params)
+def fetch_sync(conn: Connection[Any], statement: Statement[Any]) -> list[Any]:
+    """The rows of `statement` run on a synchronous connection (the caller's transaction)."""
+    with conn.cursor(row_factory=statement.row_factory) as cur:
+        cur.execute(statement.query, statement.params)  # type: ignore[arg-type]
         return cur.fetchall()
-
-
-def _validated(specs: Sequence[JobSpec], *, encode: bool) -> list[dict[str, Any]]:
-    """Every spec checked; an error names the spec (`specs[3].priority`)."""
-    try:
-        return [spec.validated(encode=encode) for spec in specs]
-    except (InvalidJobError, AttributeError):
-        pass  # checked again one by one, to name the culprit (the rare path)
-    for index, spec in enumerate(specs):
-        if not isinstance(spec, JobSpec):
-            raise TypeError(f"specs[{index}] must be a JobSpec, got {type(spec).__name__}")
-        spec.validated(f"specs[{index}].", encode=encode)
-    raise AssertionError("unreachable: a spec failed without a second failure")
-
-
-def _bulk_document(specs: Iterable[JobSpec]) -> str | None:
-    """The specs, checked, as the JSON array `add_jobs` takes; None when there are none."""
-    specs = list(specs)
-    rows = _validated(specs, encode=False)
-    if not rows:
-        return None
-    try:
-        document = json.dumps(rows, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
-        for index, spec in enumerate(specs):  # name the culprit
-            encode_payload(spec.payload, f"specs[{index}].")
-        raise
-    if may_hold_bad_text(document):  # the other fields were checked as they are
-        for index, spec in enumerate(specs):
-            check_payload_text(spec.payload, f"specs[{index}].")
-    return document
-
-
-def _first(jobs: list[Job]) -> Job | None:
-    return jobs[0] if jobs else None
-
-
-def _ids(job_ids: Sequence[int]) -> list[int]:
-    ids = list(job_ids)
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise TypeError(f"job ids must be integers, got {ids!r:.200}")
-    return ids

@@ -1,0 +1,302 @@
+"""The engine's write side for synchronous code (WSGI apps, scripts, Django, SQLAlchemy): the
+operations of `Client`, on a pool of blocking connections, with no event loop.
+
+It runs the very statements `Client` runs (`kongflow.engine.statements`), so input is checked and
+answers are built alike. Every method takes an optional `conn`, the caller's own psycopg
+`Connection`: the statement then runs in the caller's transaction, and workers are woken only
+when it commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from kongflow import embedded
+from kongflow.engine.client import fetch_sync
+from kongflow.engine.migrate import ENGINE_COMPONENT, Migration, migrate
+from kongflow.engine.models import Job, JobKeyMode, JobSpec
+from kongflow.engine.statements import Statement, Statements
+from kongflow.engine.tracing import enqueue_span
+from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+
+if TYPE_CHECKING:
+    from kongflow.engine.metrics import Metrics
+
+T = TypeVar("T")
+
+
+class SyncClient:
+    """A blocking handle on one kongflow schema: `with SyncClient(url) as client: ...`.
+
+    With no URL it uses DATABASE_URL, else the embedded PostgreSQL. Opening it applies pending
+    migrations unless `migrate=False`. Safe to share between threads (a connection pool).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        pool: ConnectionPool[Any] | None = None,
+        max_connections: int = 10,
+        migrate: bool = True,
+        metrics: Metrics | None = None,
+        components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
+    ) -> None:
+        self.schema = validate_schema(schema)
+        self._database_url = database_url
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._max_connections = max_connections
+        self._migrate = migrate
+        self._components = list(components)
+        self._metrics = metrics
+        self._statements = Statements(self.schema)
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        if self._pool is None:
+            raise RuntimeError("the client is not open: use `with SyncClient(...)` or open()")
+        return self._pool
+
+    def open(self) -> SyncClient:
+        if self._pool is None:
+            url = embedded.resolve_database_url(self._database_url)
+            pool: ConnectionPool[Any] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=self._max_connections,
+                kwargs={"autocommit": True},
+                name="kongflow-sync-client",
+                open=False,
+            )
+            pool.open(wait=True)
+            self._pool = pool
+        if self._migrate:
+            self.migrate()
+        return self
+
+    def close(self) -> None:
+        if self._pool is not None and self._owns_pool:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> SyncClient:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def migrate(self) -> list[Migration]:
+        """Apply the pending migrations of this client's schema and components."""
+        with self.pool.connection() as conn:
+            return migrate_blocking(
+                conn.info.dsn, conn.info.password, self.schema, self._components
+            )
+
+    def add_job(
+        self,
+        identifier: str,
+        payload: Any = None,
+        *,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        job_key: str | None = None,
+        job_key_mode: JobKeyMode = "replace",
+        priority: int | None = None,
+        flags: Sequence[str] | None = None,
+        conn: Connection[Any] | None = None,
+    ) -> Job:
+        """Enqueue one job (graphile-worker's addJob, with its job-key semantics)."""
+        with enqueue_span(identifier, queue_name) as headers:
+            statement = self._statements.add_job(
+                identifier,
+                payload,
+                queue_name=queue_name,
+                run_at=run_at,
+                max_attempts=max_attempts,
+                job_key=job_key,
+                job_key_mode=job_key_mode,
+                priority=priority,
+                flags=flags,
+                headers=headers,
+            )
+            return self._run(statement, conn)
+
+    def add_jobs(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        job_key_preserve_run_at: bool = False,
+        conn: Connection[Any] | None = None,
+    ) -> list[Job]:
+        """Enqueue many jobs in one statement and one NOTIFY."""
+        return self._run(self._statements.add_jobs(specs, job_key_preserve_run_at), conn)
+
+    def add_jobs_fast(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        job_key_preserve_run_at: bool = False,
+        conn: Connection[Any] | None = None,
+    ) -> int:
+        """`add_jobs` without sending the jobs back: returns how many were added or updated
+        (one statement; the async Client writes a batch without job keys with COPY)."""
+        statement = self._statements.add_jobs_counted(specs, job_key_preserve_run_at)
+        return self._run(statement, conn)
+
+    def remove_job(self, job_key: str, *, conn: Connection[Any] | None = None) -> Job | None:
+        """Delete the job with this key if it is not running; a running one loses its key and
+        will not be retried. Returns the job, or None when no job has the key."""
+        return self._run(self._statements.remove_job(job_key), conn)
+
+    def complete_jobs(
+        self, job_ids: Sequence[int], *, conn: Connection[Any] | None = None
+    ) -> list[Job]:
+        """Mark jobs completed; running jobs are left alone."""
+        return self._run(self._statements.complete_jobs(job_ids), conn)
+
+    def permanently_fail_jobs(
+        self,
+        job_ids: Sequence[int],
+        message: str | None = None,
+        *,
+        conn: Connection[Any] | None = None,
+    ) -> list[Job]:
+        """Fail jobs for good (no more retries); running jobs are left alone."""
+        return self._run(self._statements.permanently_fail_jobs(job_ids, message), conn)
+
+    def reschedule_jobs(
+        self,
+        job_ids: Sequence[int],
+        *,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        max_attempts: int | None = None,
+        conn: Connection[Any] | None = None,
+    ) -> list[Job]:
+        """Change when and how jobs run; running jobs are left alone."""
+        statement = self._statements.reschedule_jobs(
+            job_ids, run_at=run_at, priority=priority, attempts=attempts, max_attempts=max_attempts
+        )
+        return self._run(statement, conn)
+
+    def get_job(self, job_id: int, *, conn: Connection[Any] | None = None) -> Job | None:
+        """A job in any state, including completed and cancelled ones still retained."""
+        return self._run(self._statements.get_job(job_id), conn)
+
+    def cancel_job(self, job_id: int, *, conn: Connection[Any] | None = None) -> Job | None:
+        """Cancel a job: at once if it is not running, else its worker is asked to stop it and
+        it will not be retried. Returns the job, or None if there is no such job."""
+        return self._run(self._statements.cancel_job(job_id), conn)
+
+    def retry_job(self, job_id: int, *, conn: Connection[Any] | None = None) -> Job | None:
+        """Run a job that is not running now; a permanently failed one gets one more attempt.
+        Returns None when there is no such job waiting (running, finished or unknown)."""
+        return self._run(self._statements.retry_job(job_id), conn)
+
+    def delete_jobs(
+        self, job_ids: Sequence[int], *, conn: Connection[Any] | None = None
+    ) -> list[int]:
+        """Delete jobs that are not running (finished ones too); returns the deleted ids."""
+        return self._run(self._statements.delete_jobs(job_ids), conn)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        conn: Connection[Any] | None = None,
+    ) -> list[Job]:
+        """Newest first, in any state (finished jobs while retained)."""
+        statement = self._statements.list_jobs(state=state, task=task, queue=queue, limit=limit)
+        return self._run(statement, conn)
+
+    def queue_stats(self, *, conn: Connection[Any] | None = None) -> list[dict[str, Any]]:
+        """Per queue: jobs by state, oldest available time, limit, paused."""
+        return self._run(self._statements.queue_stats(), conn)
+
+    def force_unlock_workers(
+        self, worker_ids: Sequence[str], *, conn: Connection[Any] | None = None
+    ) -> list[int]:
+        """Release the jobs of these workers now, as if their lease had expired; returns the
+        released job ids."""
+        return self._run(self._statements.force_unlock_workers(worker_ids), conn)
+
+    def set_queue_limits(
+        self, limits: Mapping[str, int], *, conn: Connection[Any] | None = None
+    ) -> None:
+        """Set global concurrency limits by queue name or pattern (`{"runs:*": 1}`)."""
+        self._run(self._statements.set_queue_limits(limits), conn)
+
+    def pause_queue(self, queue_name: str, *, conn: Connection[Any] | None = None) -> None:
+        """No worker takes jobs from this queue until it is resumed (running ones finish)."""
+        self._run(self._statements.pause_queue(queue_name), conn)
+
+    def resume_queue(self, queue_name: str, *, conn: Connection[Any] | None = None) -> None:
+        self._run(self._statements.resume_queue(queue_name), conn)
+
+    def queue_known(self, queue_name: str, *, conn: Connection[Any] | None = None) -> bool:
+        """Whether the queue has jobs or a row (it had jobs recently, or was paused), or a limit
+        policy matches its name."""
+        return self._run(self._statements.queue_known(queue_name), conn)
+
+    def unhandled_tasks(self, *, conn: Connection[Any] | None = None) -> list[dict[str, Any]]:
+        """Tasks with ready jobs that no live worker takes (no handler for the task, or none
+        serving the queue): task_identifier, ready, oldest_run_at, queue_names."""
+        return self._run(self._statements.unhandled_tasks(), conn)
+
+    def _run(self, statement: Statement[T], conn: Connection[Any] | None) -> T:
+        if statement.query is None:
+            rows: list[Any] = []
+        elif conn is None:
+            with self.pool.connection() as own:
+                rows = fetch_sync(own, statement)
+        elif isinstance(conn, Connection):
+            rows = fetch_sync(conn, statement)
+        else:
+            raise TypeError(f"conn must be a psycopg (synchronous) Connection, got {conn!r}")
+        if self._metrics is not None and statement.enqueued is not None:
+            self._metrics.record_enqueued_counts(statement.enqueued(rows))
+        return statement.answer(rows)
+
+
+def migrate_blocking(
+    dsn: str,
+    password: str | None,
+    schema: str,
+    components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
+) -> list[Migration]:
+    """`migrate` for synchronous callers: on a connection of its own to `dsn`, in a thread of its
+    own, so that it works from inside a running event loop too (an async Django view, a
+    notebook)."""
+
+    async def run() -> list[Migration]:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, password=password)
+        async with conn:
+            return await migrate(conn, schema, list(components))
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kongflow-migrate") as pool:
+        return pool.submit(asyncio.run, run()).result()
