@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +282,43 @@ def test_worker_metrics_bind_the_interface_asked_for(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_worker_once_runs_what_is_ready_and_the_jobs_those_make_ready_then_exits(
+    database_url: str, schema: str, tmp_path: Path
+) -> None:
+    (tmp_path / "chain.py").write_text(
+        "import os\n"
+        "from kongflow import Client\n"
+        "async def step(payload, job):\n"
+        "    if payload['n'] < 3:\n"
+        "        async with Client(schema=os.environ['KONGFLOW_SCHEMA']) as client:\n"
+        "            await client.add_job('step', {'n': payload['n'] + 1})\n"
+        "tasks = {'step': step}\n"
+    )
+
+    async def setup(client: Client) -> None:
+        await client.add_job("step", {"n": 1})
+        await client.add_job("step", {"n": 10}, run_at=datetime.now(UTC) + timedelta(hours=1))
+
+    run(database_url, schema, setup)
+    env = {**os.environ, "DATABASE_URL": database_url, "KONGFLOW_SCHEMA": schema}
+    done = subprocess.run(
+        [sys.executable, "-m", "kongflow", "worker", "--tasks", "chain", "--once"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+    async def states(client: Client) -> list[tuple[Any, str]]:
+        return [(j.payload["n"], j.state) for j in await client.list_jobs()]
+
+    assert sorted(run(database_url, schema, states)) == [
+        (1, "completed"),
+        (2, "completed"),
+        (3, "completed"),
+        (10, "scheduled"),  # not ready: left for later
+    ]

@@ -145,10 +145,14 @@ def worker(
     ] = "0.0.0.0",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     log_format: Annotated[str, typer.Option(help="text or json (one object per line).")] = "text",
+    once: Annotated[
+        bool, typer.Option(help="Run the jobs ready now, and those they make ready, then exit.")
+    ] = False,
     database_url: DatabaseUrl = None,
     schema: Schema = DEFAULT_SCHEMA,
 ) -> None:
-    """Run a worker until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run a worker until SIGTERM or SIGINT, then shut down gracefully (or, with --once, until
+    no job is ready)."""
     handlers = load_tasks(tasks)
     cron_items = []
     if crontab is not None:
@@ -190,10 +194,10 @@ def worker(
             metrics.serve(metrics_port, addr=metrics_host)
         except OSError as exc:
             raise fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
-    run_db(url, _run_worker(the_worker, shutdown_timeout))
+    run_db(url, _run_worker(the_worker, shutdown_timeout, once=once))
 
 
-async def _run_worker(the_worker: Worker, shutdown_timeout: float) -> None:
+async def _run_worker(the_worker: Worker, shutdown_timeout: float, *, once: bool) -> None:
     loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -203,7 +207,10 @@ async def _run_worker(the_worker: Worker, shutdown_timeout: float) -> None:
     err.print(f"worker {the_worker.id} running {len(the_worker.tasks)} task(s); Ctrl-C stops it")
     on_signal = asyncio.ensure_future(signalled.wait())
     on_stop = asyncio.ensure_future(the_worker.wait_stopped())
-    await asyncio.wait({on_signal, on_stop}, return_when=asyncio.FIRST_COMPLETED)
+    waits = {on_signal, on_stop}
+    if once:
+        waits.add(asyncio.ensure_future(_drain_then_stop(the_worker, shutdown_timeout)))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     if on_signal.done():
         err.print(f"stopping: running jobs get {shutdown_timeout:g}s to finish (again to force)")
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -211,5 +218,12 @@ async def _run_worker(the_worker: Worker, shutdown_timeout: float) -> None:
         await the_worker.stop(timeout=shutdown_timeout)
     on_signal.cancel()
     await on_stop
+    for wait in waits:
+        wait.cancel()
     if the_worker.failure is not None:
         raise fail(f"the worker stopped after an internal error: {the_worker.failure!r}")
+
+
+async def _drain_then_stop(the_worker: Worker, shutdown_timeout: float) -> None:
+    await the_worker.drain()
+    await the_worker.stop(timeout=shutdown_timeout)
