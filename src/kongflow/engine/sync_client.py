@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -268,11 +269,15 @@ class SyncClient:
         serving the queue): task_identifier, ready, oldest_run_at, queue_names."""
         return self._run(self._statements.unhandled_tasks(), conn)
 
+    def _connection(self) -> AbstractContextManager[Connection[Any]]:
+        """Where a call without `conn` runs: a connection of the pool, in autocommit."""
+        return self.pool.connection()
+
     def _run(self, statement: Statement[T], conn: Connection[Any] | None) -> T:
         if statement.query is None:
             rows: list[Any] = []
         elif conn is None:
-            with self.pool.connection() as own:
+            with self._connection() as own:
                 rows = fetch_sync(own, statement)
         elif isinstance(conn, Connection):
             rows = fetch_sync(conn, statement)

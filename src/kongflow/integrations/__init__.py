@@ -1,1 +1,2 @@
-"""kongflow inside other frameworks: each module integrates one (`fastapi`)."""
+"""kongflow inside other frameworks: each module integrates one (`fastapi`, `sqlalchemy`,
+`django`)."""
