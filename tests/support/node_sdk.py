@@ -21,6 +21,8 @@ import platformdirs
 
 SOURCE = Path(__file__).resolve().parent.parent / "node"
 FILES = ("package.json", "endpoint.mjs", "client.mjs")
+EXAMPLE = SOURCE.parents[1] / "examples" / "trigger-node" / "server.mjs"
+"""The example endpoint, run beside the SDK as `example-server.mjs` (same dependencies)."""
 
 
 def install() -> Path:
@@ -35,6 +37,7 @@ def install() -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name in FILES:
         shutil.copyfile(SOURCE / name, root / name)
+    shutil.copyfile(EXAMPLE, root / "example-server.mjs")
     if not (root / "node_modules" / "@trigger.dev" / "sdk" / "package.json").exists():
         done = subprocess.run(
             ["npm", "install", "--no-package-lock", "--no-audit", "--no-fund", "--loglevel=error"],
