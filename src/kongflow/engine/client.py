@@ -17,21 +17,21 @@ from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow.engine.bulk import copy_jobs
-from kongflow.engine.migrate import ENGINE_COMPONENT, migrate
+from kongflow.engine.client_base import ClientBase
+from kongflow.engine.migrate import migrate
 from kongflow.engine.models import Job, JobKeyMode, JobSpec
 from kongflow.engine.pool import open_pool
-from kongflow.engine.statements import Statement, Statements, validated_specs
+from kongflow.engine.statements import Statement, validated_specs
 from kongflow.engine.tracing import enqueue_span
-from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
 if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
-    from kongflow.engine.metrics import Metrics
+    pass
 
 AnyConnection = AsyncConnection[Any] | Connection[Any]
 T = TypeVar("T")
 
 
-class Client:
+class Client(ClientBase[AsyncConnectionPool[Any]]):
     """A handle on one kongflow schema: `async with Client(url) as client: ...`.
 
     With no URL it uses DATABASE_URL, else the embedded PostgreSQL. Opening it applies pending
@@ -39,36 +39,7 @@ class Client:
     `migrate=False`.
     """
 
-    def __init__(
-        self,
-        database_url: str | None = None,
-        *,
-        schema: str = DEFAULT_SCHEMA,
-        pool: AsyncConnectionPool[Any] | None = None,
-        max_connections: int = 10,
-        migrate: bool = True,
-        metrics: Metrics | None = None,
-        components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
-    ) -> None:
-        self.schema = validate_schema(schema)
-        self._database_url = database_url
-        self._pool = pool
-        self._owns_pool = pool is None
-        self._max_connections = max_connections
-        self._migrate = migrate
-        self._components = list(components)
-        self._metrics = metrics
-        self._statements = Statements(self.schema)
-
-    @property
-    def is_open(self) -> bool:
-        return self._pool is not None
-
-    @property
-    def pool(self) -> AsyncConnectionPool[Any]:
-        if self._pool is None:
-            raise RuntimeError("the client is not open: use `async with Client(...)` or open()")
-        return self._pool
+    _how_to_open = "use `async with Client(...)` or open()"
 
     async def open(self) -> Client:
         if self._pool is None:
@@ -121,14 +92,14 @@ class Client:
             statement = self._statements.add_job(
                 identifier,
                 payload,
-                queue_name=queue_name,
-                run_at=run_at,
-                max_attempts=max_attempts,
-                job_key=job_key,
-                job_key_mode=job_key_mode,
-                priority=priority,
-                flags=flags,
-                headers=headers,
+                queue_name,
+                run_at,
+                max_attempts,
+                job_key,
+                job_key_mode,
+                priority,
+                flags,
+                headers,
             )
             return await self._run(statement, conn)
 
@@ -288,9 +259,7 @@ class Client:
             rows = await asyncio.to_thread(fetch_sync, conn, statement)
         else:
             raise TypeError(f"conn must be a psycopg Connection or AsyncConnection, got {conn!r}")
-        if self._metrics is not None and statement.enqueued is not None:
-            self._metrics.record_enqueued_counts(statement.enqueued(rows))
-        return statement.answer(rows)
+        return self._answer(statement, rows)
 
 
 async def _fetch_async(conn: AsyncConnection[Any], statement: Statement[Any]) -> list[Any]:

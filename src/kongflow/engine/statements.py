@@ -95,7 +95,6 @@ class Statements:
         self,
         identifier: str,
         payload: Any,
-        *,
         queue_name: str | None,
         run_at: datetime | None,
         max_attempts: int | None,

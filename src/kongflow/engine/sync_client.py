@@ -23,55 +23,26 @@ from psycopg_pool import ConnectionPool
 
 from kongflow import embedded
 from kongflow.engine.client import fetch_sync
+from kongflow.engine.client_base import ClientBase
 from kongflow.engine.migrate import ENGINE_COMPONENT, Migration, migrate
 from kongflow.engine.models import Job, JobKeyMode, JobSpec
-from kongflow.engine.statements import Statement, Statements
+from kongflow.engine.statements import Statement
 from kongflow.engine.tracing import enqueue_span
-from kongflow.settings import DEFAULT_SCHEMA, validate_schema
 
 if TYPE_CHECKING:
-    from kongflow.engine.metrics import Metrics
+    pass
 
 T = TypeVar("T")
 
 
-class SyncClient:
+class SyncClient(ClientBase[ConnectionPool[Any]]):
     """A blocking handle on one kongflow schema: `with SyncClient(url) as client: ...`.
 
     With no URL it uses DATABASE_URL, else the embedded PostgreSQL. Opening it applies pending
     migrations unless `migrate=False`. Safe to share between threads (a connection pool).
     """
 
-    def __init__(
-        self,
-        database_url: str | None = None,
-        *,
-        schema: str = DEFAULT_SCHEMA,
-        pool: ConnectionPool[Any] | None = None,
-        max_connections: int = 10,
-        migrate: bool = True,
-        metrics: Metrics | None = None,
-        components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
-    ) -> None:
-        self.schema = validate_schema(schema)
-        self._database_url = database_url
-        self._pool = pool
-        self._owns_pool = pool is None
-        self._max_connections = max_connections
-        self._migrate = migrate
-        self._components = list(components)
-        self._metrics = metrics
-        self._statements = Statements(self.schema)
-
-    @property
-    def is_open(self) -> bool:
-        return self._pool is not None
-
-    @property
-    def pool(self) -> ConnectionPool[Any]:
-        if self._pool is None:
-            raise RuntimeError("the client is not open: use `with SyncClient(...)` or open()")
-        return self._pool
+    _how_to_open = "use `with SyncClient(...)` or open()"
 
     def open(self) -> SyncClient:
         if self._pool is None:
@@ -132,14 +103,14 @@ class SyncClient:
             statement = self._statements.add_job(
                 identifier,
                 payload,
-                queue_name=queue_name,
-                run_at=run_at,
-                max_attempts=max_attempts,
-                job_key=job_key,
-                job_key_mode=job_key_mode,
-                priority=priority,
-                flags=flags,
-                headers=headers,
+                queue_name,
+                run_at,
+                max_attempts,
+                job_key,
+                job_key_mode,
+                priority,
+                flags,
+                headers,
             )
             return self._run(statement, conn)
 
@@ -283,9 +254,7 @@ class SyncClient:
             rows = fetch_sync(conn, statement)
         else:
             raise TypeError(f"conn must be a psycopg (synchronous) Connection, got {conn!r}")
-        if self._metrics is not None and statement.enqueued is not None:
-            self._metrics.record_enqueued_counts(statement.enqueued(rows))
-        return statement.answer(rows)
+        return self._answer(statement, rows)
 
 
 def migrate_blocking(

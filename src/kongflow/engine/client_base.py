@@ -1,0 +1,59 @@
+"""What `Client` (async) and `SyncClient` share: their settings, the statements of their schema,
+and how a statement's rows become its answer (counted in metrics when it enqueued)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from kongflow.engine.migrate import ENGINE_COMPONENT
+from kongflow.engine.statements import Statement, Statements
+from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+
+if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
+    from kongflow.engine.metrics import Metrics
+
+P = TypeVar("P")
+T = TypeVar("T")
+
+
+class ClientBase(Generic[P]):
+    """A handle on one kongflow schema over a pool of type P (given, or opened by the client)."""
+
+    _how_to_open = "open it first"
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        pool: P | None = None,
+        max_connections: int = 10,
+        migrate: bool = True,
+        metrics: Metrics | None = None,
+        components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
+    ) -> None:
+        self.schema = validate_schema(schema)
+        self._database_url = database_url
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._max_connections = max_connections
+        self._migrate = migrate
+        self._components = list(components)
+        self._metrics = metrics
+        self._statements = Statements(self.schema)
+
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def pool(self) -> P:
+        if self._pool is None:
+            raise RuntimeError(f"the client is not open: {self._how_to_open}")
+        return self._pool
+
+    def _answer(self, statement: Statement[T], rows: list[Any]) -> T:
+        if self._metrics is not None and statement.enqueued is not None:
+            self._metrics.record_enqueued_counts(statement.enqueued(rows))
+        return statement.answer(rows)
