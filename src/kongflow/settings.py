@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,14 +50,7 @@ def data_dir() -> Path:
     return base.expanduser()
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str | None
-    schema: str
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        return cls(
-            database_url=os.environ.get("DATABASE_URL") or None,
-            schema=validate_schema(os.environ.get("KONGFLOW_SCHEMA", DEFAULT_SCHEMA)),
-        )
+def env_schema() -> str:
+    """KONGFLOW_SCHEMA, else "kongflow": the schema of a client, worker or service not given one
+    (as DATABASE_URL is their database)."""
+    return validate_schema(os.environ.get("KONGFLOW_SCHEMA") or DEFAULT_SCHEMA)

@@ -29,7 +29,7 @@ async def test_trace_context_travels_from_enqueue_to_execution(client: Client) -
 
     tracer = trace.get_tracer("test")
     with tracer.start_as_current_span("request") as request:
-        job = await client.add_job("ok")
+        job = await client.add_job("ok", queue_name="traced")
         await client.add_job("bad", max_attempts=1)
     assert job.headers and "traceparent" in job.headers
     async with Worker(client.pool, {"ok": ok, "bad": bad}, schema=client.schema) as worker:
@@ -41,6 +41,12 @@ async def test_trace_context_travels_from_enqueue_to_execution(client: Client) -
     assert enqueue.context.trace_id == run.context.trace_id == trace_id
     assert run.parent is not None and run.parent.span_id == enqueue.context.span_id
     assert run.attributes is not None and run.attributes["kongflow.job_id"] == job.id
+    assert enqueue.attributes is not None
+    for span in (enqueue, run):
+        assert (span.attributes["kongflow.task"], span.attributes["kongflow.queue"]) == (  # type: ignore[index]
+            "ok",
+            "traced",
+        )
     failed = spans["kongflow run bad"]
     assert failed.status.status_code == StatusCode.ERROR
     assert any(e.name == "exception" for e in failed.events)

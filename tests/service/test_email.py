@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from email import message_from_bytes
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from typer.testing import CliRunner
 
 from kongflow import Client
+from kongflow.cli import app
 from kongflow.service.catalog import TRIGGER_CATALOG
 from kongflow.service.email import SmtpSettings, email_handler
+from kongflow.service.service import JobsOptions, JobsService
 from kongflow.typed import WorkerQueue
 from tests.support.helpers import free_port, wait_for_state
 
@@ -104,3 +108,38 @@ def test_smtp_url_is_checked() -> None:
         "u@x",
         True,
     )
+
+
+async def test_the_jobs_service_delivers_schedule_email_when_given_a_server(
+    database_url: str, schema: str, inbox: Inbox, smtp_port: int
+) -> None:
+    smtp = SmtpSettings.from_url(f"smtp://127.0.0.1:{smtp_port}?from=noreply@kongflow.test")
+    assert "scheduleEmail" not in JobsService(schema=schema).queue.handlers
+    jobs = JobsService(
+        database_url, schema=schema, options=JobsOptions(smtp=smtp), poll_interval=0.1
+    )
+    await jobs.start()
+    try:
+        job = await jobs.queue.enqueue("scheduleEmail", {"to": "ada@example.com", "subject": "Hi"})
+        await wait_for_state(jobs.client, job.id, "completed")
+    finally:
+        await jobs.close()
+    assert [message["Subject"] for message in inbox.messages] == ["Hi"]
+
+
+def test_kongflow_tasks_says_which_tasks_the_service_handles() -> None:
+    def handled(**env: str) -> dict[str, bool]:
+        out = CliRunner().invoke(app, ["tasks", "--json"], env=env)
+        assert out.exit_code == 0, out.output
+        return {row["identifier"]: row["handler"] for row in json.loads(out.output)}
+
+    without = handled(KONGFLOW_SMTP_URL="")
+    assert without["performRunExecution"] and without["deliverEvent"]
+    assert not without["scheduleEmail"] and not without["githubPush"]
+    assert handled(KONGFLOW_SMTP_URL="smtp://127.0.0.1:2525")["scheduleEmail"]
+
+
+def test_serve_refuses_a_bad_smtp_url_without_printing_its_password() -> None:
+    out = CliRunner().invoke(app, ["serve", "--smtp-url", "http://me:hunter2@mail.test"])
+    assert out.exit_code == 1
+    assert "an SMTP URL looks like" in out.output and "hunter2" not in out.output

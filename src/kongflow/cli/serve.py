@@ -22,13 +22,13 @@ from kongflow.cli.common import (
     require_extra,
     run_db,
 )
-from kongflow.settings import DEFAULT_SCHEMA
+from kongflow.settings import DEFAULT_SCHEMA, mask_url
 
 if TYPE_CHECKING:  # the service and API load only when a command runs them
     from kongflow.api import BackgroundServer
     from kongflow.dashboard import DashboardOptions
     from kongflow.service.network import NetworkPolicy
-    from kongflow.service.service import JobsService
+    from kongflow.service.service import JobsOptions, JobsService
 
 AllowNetwork = Annotated[
     list[str] | None,
@@ -59,6 +59,14 @@ def serve(
     dashboard_read_only: Annotated[
         bool, typer.Option(help="The dashboard shows, and takes no action.")
     ] = False,
+    smtp_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="KONGFLOW_SMTP_URL",
+            help="Deliver scheduleEmail through smtp://user:pass@host:587?from=...&starttls=1.",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
     schema: Schema = DEFAULT_SCHEMA,
 ) -> None:
@@ -70,14 +78,14 @@ def serve(
     if not api and not worker:
         raise fail("--no-api and --no-worker together leave nothing to run")
     schema = checked_schema(schema)
-    network = network_policy(allow_network or [])
+    options = jobs_options(network_policy(allow_network or []), smtp_url)
     board = (
         dashboard_options(dashboard_token, login=True, read_only=dashboard_read_only)
         if dashboard
         else None
     )
     url = connect_url(database_url)
-    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, lease, network, board))
+    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, lease, options, board))
 
 
 DashboardToken = Annotated[
@@ -117,6 +125,18 @@ def network_policy(allow_networks: list[str]) -> NetworkPolicy:
         raise fail(f"--allow-network / KONGFLOW_ALLOW_NETWORKS: {exc}") from exc
 
 
+def jobs_options(network: NetworkPolicy, smtp_url: str | None) -> JobsOptions:
+    """The service's options from the command line; a bad SMTP URL is a clear error."""
+    from kongflow.service.email import SmtpSettings
+    from kongflow.service.service import JobsOptions
+
+    try:
+        smtp = SmtpSettings.from_url(smtp_url) if smtp_url else None
+    except ValueError as exc:
+        raise fail(str(exc).replace(smtp_url or "", mask_url(smtp_url or ""))) from exc
+    return JobsOptions(network=network, smtp=smtp)
+
+
 async def _serve(
     url: str,
     schema: str,
@@ -126,13 +146,12 @@ async def _serve(
     worker: bool,
     concurrency: int,
     lease: float,
-    network: NetworkPolicy,
+    options: JobsOptions,
     dashboard: DashboardOptions | None,
 ) -> None:
-    from kongflow.service.service import JobsOptions, JobsService
+    from kongflow.service.service import JobsService
 
     stop = stop_signals()
-    options = JobsOptions(network=network)
     jobs = JobsService(url, schema=schema, concurrency=concurrency, lease=lease, options=options)
     try:
         await (jobs.start() if worker else jobs.open())
@@ -142,7 +161,7 @@ async def _serve(
         if server is not None and dashboard is not None:
             parts.insert(1, f"dashboard on {server.url}/dashboard")
         err.print(f"kongflow serving: {', '.join(p for p in parts if p)}; Ctrl-C stops it")
-        err.print(f"outbound calls to endpoints and callbacks: {network.describe()}")
+        err.print(f"outbound calls to endpoints and callbacks: {options.network.describe()}")
         await stop.wait()
         err.print("stopping: running jobs get time to finish")
         if server is not None:

@@ -4,31 +4,30 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from kongflow.cli.common import console
-
-if TYPE_CHECKING:  # the catalog (pydantic models) loads only when asked for
-    from kongflow.typed.task import TypedHandler
+from kongflow.cli.common import console, require_extra
 
 
-def catalog_handlers() -> dict[str, TypedHandler]:
-    """The handlers this installation registers for trigger.dev's catalog."""
-    from kongflow.service.email import SmtpSettings, email_handler
+def catalog_handlers() -> set[str]:
+    """The catalog's tasks that `kongflow serve`'s worker handles here (scheduleEmail only with
+    KONGFLOW_SMTP_URL set)."""
+    from kongflow.service.email import SmtpSettings
+    from kongflow.service.service import JobsOptions, JobsService
 
-    handlers: dict[str, TypedHandler] = {}
-    if os.environ.get("KONGFLOW_SMTP_URL"):
-        handlers["scheduleEmail"] = email_handler(SmtpSettings.from_env())
-    return handlers
+    smtp = SmtpSettings.from_env() if os.environ.get("KONGFLOW_SMTP_URL") else None
+    return set(JobsService(options=JobsOptions(smtp=smtp)).queue.handlers)
 
 
 def tasks(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List trigger.dev's task catalog: queue, priority, attempts, timeout, handler."""
+    """List trigger.dev's task catalog: queue, priority, attempts, timeout, and whether the
+    jobs service's worker handles it."""
+    require_extra("service", "kongflow tasks")
     from kongflow.service.catalog import TRIGGER_CATALOG
 
     handlers = catalog_handlers()

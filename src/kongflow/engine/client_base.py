@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kongflow.engine.migrate import ENGINE_COMPONENT
 from kongflow.engine.statements import Statement, Statements
-from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+from kongflow.settings import env_schema, validate_schema
 
 if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
     from kongflow.engine.metrics import Metrics
@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 
 class ClientBase(Generic[P]):
-    """A handle on one kongflow schema over a pool of type P (given, or opened by the client)."""
+    """A handle on one kongflow schema (by default KONGFLOW_SCHEMA, else "kongflow") over a
+    pool of type P (given, or opened by the client)."""
 
     _how_to_open = "open it first"
 
@@ -26,14 +27,14 @@ class ClientBase(Generic[P]):
         self,
         database_url: str | None = None,
         *,
-        schema: str = DEFAULT_SCHEMA,
+        schema: str | None = None,
         pool: P | None = None,
         max_connections: int = 10,
         migrate: bool = True,
         metrics: Metrics | None = None,
         components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
     ) -> None:
-        self.schema = validate_schema(schema)
+        self.schema = env_schema() if schema is None else validate_schema(schema)
         self._database_url = database_url
         self._pool = pool
         self._owns_pool = pool is None

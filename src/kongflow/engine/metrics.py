@@ -18,7 +18,8 @@ _STATES = ("available", "scheduled", "running", "failed")
 
 
 class Metrics(WorkerHooks):
-    """Pass as a worker hook (`Worker(hooks=[metrics])`) and to `Client(metrics=...)`."""
+    """Give it to `Worker(metrics=...)` (which also feeds the queue gauges) and to
+    `Client(metrics=...)` or `SyncClient(metrics=...)`."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kongflow.engine.cron import CronItem, as_cron_items
 from kongflow.engine.hooks import WorkerHooks
 from kongflow.engine.maintenance import MaintenanceOptions, QueueReporter
-from kongflow.settings import DEFAULT_SCHEMA, validate_schema
+from kongflow.settings import env_schema, validate_schema
 
 if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
     from kongflow.engine.metrics import Metrics
@@ -69,7 +69,7 @@ class WorkerSettings:
     queues: Sequence[str] | None = None
     queue_limits: Mapping[str, int] | None = None
     forbidden_flags: ForbiddenFlags | None = None
-    schema: str = DEFAULT_SCHEMA
+    schema: str = field(default_factory=env_schema)
     lease: float = 30.0
     heartbeat_interval: float | None = None
     hooks: Sequence[WorkerHooks] = ()

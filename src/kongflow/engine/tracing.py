@@ -49,7 +49,7 @@ def enqueue_span(identifier: str, queue_name: str | None) -> Iterator[dict[str, 
     with tracer.start_as_current_span(
         f"kongflow enqueue {identifier}",
         kind=SpanKind.PRODUCER,
-        attributes={"kongflow.task": identifier, "kongflow.engine": queue_name or ""},
+        attributes={"kongflow.task": identifier, "kongflow.queue": queue_name or ""},
     ):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
@@ -69,7 +69,7 @@ def job_span(job: Job) -> Iterator[Any]:
         kind=SpanKind.CONSUMER,
         attributes={
             "kongflow.task": job.task_identifier,
-            "kongflow.engine": job.queue_name or "",
+            "kongflow.queue": job.queue_name or "",
             "kongflow.job_id": job.id,
             "kongflow.attempt": job.attempts,
         },

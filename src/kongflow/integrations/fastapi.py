@@ -23,7 +23,6 @@ from fastapi import Depends, FastAPI, Request
 from kongflow.engine.client import Client
 from kongflow.engine.tasks import Handler, Task
 from kongflow.engine.worker import Worker
-from kongflow.settings import DEFAULT_SCHEMA
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -31,7 +30,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 def kongflow_lifespan(
     database: str | None = None,
     *,
-    schema: str = DEFAULT_SCHEMA,
+    schema: str | None = None,
     tasks: Mapping[str, Handler | Task] | None = None,
     migrate: bool = True,
     **worker_options: Any,
@@ -49,7 +48,7 @@ def kongflow_lifespan(
             if not tasks:
                 yield
                 return
-            async with Worker(client.pool, tasks, schema=schema, **worker_options) as worker:
+            async with Worker(client.pool, tasks, schema=client.schema, **worker_options) as worker:
                 app.state.kongflow_worker = worker
                 yield
 

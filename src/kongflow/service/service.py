@@ -15,8 +15,10 @@ from kongflow.service.catalog import (
     TRIGGER_CATALOG,
     DeliverRunSubscription,
     PerformRunExecution,
+    ScheduleEmail,
 )
 from kongflow.service.database import Database
+from kongflow.service.email import SmtpSettings, email_handler
 from kongflow.service.endpoints import EndpointService
 from kongflow.service.environments import EnvironmentService
 from kongflow.service.events import EventService
@@ -52,7 +54,10 @@ class JobsOptions:
 
     `network` says which addresses may be called (strict by default: public ones only; see
     NetworkPolicy). Answers are read up to `endpoint_answer_limit` bytes from endpoints and
-    `webhook_answer_limit` from subscribers; a longer one fails the call."""
+    `webhook_answer_limit` from subscribers; a longer one fails the call.
+
+    `smtp` is the server `scheduleEmail` jobs are delivered through; without one, no handler
+    takes them and they wait for a worker that has one."""
 
     request_timeout: float = 300.0
     ping_timeout: float = 10.0
@@ -62,6 +67,7 @@ class JobsOptions:
     webhook_attempts: int = 13
     webhook_retry: RetryPolicy = _WEBHOOK_BACKOFF
     max_executions: int = 1000
+    smtp: SmtpSettings | None = None
     network: NetworkPolicy = _STRICT
     endpoint_answer_limit: int = 4 * MiB
     webhook_answer_limit: int = 64 * KiB
@@ -103,7 +109,7 @@ class JobsService:
         self,
         database: str | None = None,
         *,
-        schema: str = "kongflow",
+        schema: str | None = None,
         client: Client | None = None,
         options: JobsOptions | None = None,
         **worker_options: Any,
@@ -165,6 +171,8 @@ class JobsService:
         )
         for part in parts:
             self.queue.handlers.update(part.handlers())
+        if options.smtp is not None:  # else scheduleEmail jobs wait for a worker that has it
+            self.queue.handlers[ScheduleEmail.task] = email_handler(options.smtp)
         self.queue.recurring[FAIL_STALLED_RUNS] = RecurringTask(
             "* * * * *", self.execution.fail_stalled_runs
         )

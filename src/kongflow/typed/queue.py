@@ -22,7 +22,6 @@ from kongflow.engine.errors import PermanentFailure
 from kongflow.engine.models import Job, JobKeyMode
 from kongflow.engine.tasks import DEFAULT_RETRY, RunningJob, Task
 from kongflow.engine.worker import Worker
-from kongflow.settings import DEFAULT_SCHEMA
 from kongflow.typed.task import (
     CronPayload,
     InvalidPayloadError,
@@ -74,7 +73,7 @@ class WorkerQueue:
         *,
         handlers: Mapping[str, TypedHandler] | None = None,
         recurring: Mapping[str, RecurringTask] | None = None,
-        schema: str = DEFAULT_SCHEMA,
+        schema: str | None = None,
         client: Client | None = None,
         **worker_options: Any,
     ) -> None:
