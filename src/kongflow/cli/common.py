@@ -94,6 +94,14 @@ def run_db(url: str, work: Coroutine[Any, Any, T]) -> T:
         ) from exc
     except MigrationError as exc:
         raise fail(str(exc)) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise fail(
+            f"PostgreSQL refused: {exc.diag.message_primary or exc}\n"
+            "the role lacks a privilege: apply the schema as its owner (`kongflow migrate`) and"
+            " start workers with --no-migrate, or grant what is missing"
+        ) from exc
+    except psycopg.Error as exc:
+        raise fail(f"PostgreSQL error: {_masked_reason(exc, url)}") from exc
 
 
 def _masked_reason(exc: BaseException, url: str) -> str:
@@ -108,7 +116,12 @@ def with_client(database_url: str | None, schema: str, work: Callable[[Client], 
     async def run() -> T:
         # Fail fast with the driver's own reason, rather than after the pool's timeout.
         await (await psycopg.AsyncConnection.connect(url, connect_timeout=10)).close()
-        async with Client(url, schema=checked_schema(schema), components=ALL_COMPONENTS) as client:
+        async with Client(
+            url,
+            schema=checked_schema(schema),
+            components=ALL_COMPONENTS,
+            prepared_statements=False,  # a command's few statements: safe behind a pooler
+        ) as client:
             return await work(client)
 
     return run_db(url, run())

@@ -15,6 +15,7 @@ from kongflow.cli.common import (
     run_db,
     start_embedded,
 )
+from kongflow.engine.pool import connection_kwargs
 from kongflow.service.schema import migrate_service
 from kongflow.settings import DEFAULT_SCHEMA
 
@@ -22,7 +23,9 @@ app = typer.Typer(help="Manage the embedded PostgreSQL (used when DATABASE_URL i
 
 
 async def _migrate(url: str, schema: str) -> int:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+    # Prepared statements would outlive the command on a pooler's server connection.
+    kwargs = connection_kwargs(prepared_statements=False)
+    async with await psycopg.AsyncConnection.connect(url, **kwargs) as conn:
         return len(await migrate_service(conn, schema))
 
 

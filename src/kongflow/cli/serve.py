@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -53,6 +53,10 @@ def serve(
     lease: Annotated[
         float, typer.Option(min=0.1, help="Seconds without heartbeat before jobs are rescued.")
     ] = 30.0,
+    poll_only: Annotated[
+        bool,
+        typer.Option(help="Behind a transaction-mode pooler: no LISTEN, no prepared statements."),
+    ] = False,
     allow_network: AllowNetwork = None,
     dashboard: Annotated[bool, typer.Option(help="Serve the dashboard at /dashboard.")] = True,
     dashboard_token: DashboardToken = None,
@@ -85,7 +89,8 @@ def serve(
         else None
     )
     url = connect_url(database_url)
-    run_db(url, _serve(url, schema, host, port, api, worker, concurrency, lease, options, board))
+    worker_options = {"concurrency": concurrency, "lease": lease, "poll_only": poll_only}
+    run_db(url, _serve(url, schema, host, port, api, worker, worker_options, options, board))
 
 
 DashboardToken = Annotated[
@@ -144,15 +149,14 @@ async def _serve(
     port: int,
     api: bool,
     worker: bool,
-    concurrency: int,
-    lease: float,
+    worker_options: dict[str, Any],
     options: JobsOptions,
     dashboard: DashboardOptions | None,
 ) -> None:
     from kongflow.service.service import JobsService
 
     stop = stop_signals()
-    jobs = JobsService(url, schema=schema, concurrency=concurrency, lease=lease, options=options)
+    jobs = JobsService(url, schema=schema, options=options, **worker_options)
     try:
         await (jobs.start() if worker else jobs.open())
         server = await listen_api(jobs, host, port, dashboard) if api else None

@@ -148,6 +148,10 @@ def worker(
     once: Annotated[
         bool, typer.Option(help="Run the jobs ready now, and those they make ready, then exit.")
     ] = False,
+    migrate: Annotated[
+        bool,
+        typer.Option(help="Apply pending migrations at start (--no-migrate: a role without DDL)."),
+    ] = True,
     database_url: DatabaseUrl = None,
     schema: Schema = DEFAULT_SCHEMA,
 ) -> None:
@@ -186,6 +190,7 @@ def worker(
                 failed_retention=_duration(failed_retention, "--failed-retention"),
             ),
             metrics=metrics,
+            migrate=migrate,
         )
     except (TypeError, ValueError) as exc:
         raise fail(str(exc)) from exc

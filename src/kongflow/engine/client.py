@@ -48,6 +48,7 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
                 purpose="client",
                 min_size=1,
                 max_size=self._max_connections,
+                prepared_statements=self._prepared_statements,
             )
         if self._migrate:
             await self.migrate()

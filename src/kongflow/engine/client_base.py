@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 class ClientBase(Generic[P]):
     """A handle on one kongflow schema (by default KONGFLOW_SCHEMA, else "kongflow") over a
-    pool of type P (given, or opened by the client)."""
+    pool of type P (given, or opened by the client). Behind a transaction-mode pooler
+    (PgBouncer), open it with `prepared_statements=False`."""
 
     _how_to_open = "open it first"
 
@@ -33,6 +34,7 @@ class ClientBase(Generic[P]):
         migrate: bool = True,
         metrics: Metrics | None = None,
         components: Sequence[tuple[str, str]] = (ENGINE_COMPONENT,),
+        prepared_statements: bool = True,
     ) -> None:
         self.schema = env_schema() if schema is None else validate_schema(schema)
         self._database_url = database_url
@@ -43,6 +45,7 @@ class ClientBase(Generic[P]):
         self._components = list(components)
         self._metrics = metrics
         self._statements = Statements(self.schema)
+        self._prepared_statements = prepared_statements
 
     @property
     def is_open(self) -> bool:

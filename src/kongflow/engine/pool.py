@@ -20,16 +20,19 @@ async def open_pool(
     max_size: int,
     timeout: float = 30.0,
     utc_sessions: bool = False,
+    prepared_statements: bool = True,
 ) -> AsyncConnectionPool[Any]:
     """An open pool of autocommit connections to `database_url` (None: DATABASE_URL, else the
     embedded PostgreSQL), named `kongflow-<purpose>` in psycopg's logs. `timeout`: seconds to
-    wait for a free connection. `utc_sessions`: sessions read times in UTC (see below)."""
+    wait for a free connection. `utc_sessions`: sessions read times in UTC (see below).
+    `prepared_statements=False` for a transaction-mode pooler (PgBouncer): a statement
+    prepared on one server connection is not there when the next transaction lands on another."""
     url = await asyncio.to_thread(embedded.resolve_database_url, database_url)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"autocommit": True},
+        kwargs=connection_kwargs(prepared_statements),
         configure=read_times_in_utc if utc_sessions else None,
         timeout=timeout,
         name=f"kongflow-{purpose}",
@@ -50,3 +53,12 @@ def connect_kwargs(pool: AsyncConnectionPool[Any]) -> dict[str, Any]:
     of its own such as LISTEN's."""
     kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
     return {k: v for k, v in kwargs.items() if k != "autocommit"}
+
+
+def connection_kwargs(prepared_statements: bool = True) -> dict[str, Any]:
+    """What kongflow's connections are opened with: autocommit, and psycopg's server-side
+    prepared statements unless a pooler forbids them (`prepare_threshold=None`)."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if not prepared_statements:
+        kwargs["prepare_threshold"] = None
+    return kwargs

@@ -42,7 +42,8 @@ class WorkerSettings:
 
     - `concurrency`: jobs run at once by this worker.
     - `poll_interval`: seconds between looks for work when nothing wakes the worker.
-    - `poll_only`: no LISTEN (for transaction-mode poolers): look for work every `poll_interval`.
+    - `poll_only`: for transaction-mode poolers (PgBouncer): no LISTEN, look for work every
+      `poll_interval`; the pool the worker opens prepares no statements.
     - `queues`: serve only these named queues (names or `runs:*` patterns); default: every queue
       and jobs with no queue.
     - `queue_limits`: global limits for queues by name or pattern, stored in the database for

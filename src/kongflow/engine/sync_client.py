@@ -26,6 +26,7 @@ from kongflow.engine.client import fetch_sync
 from kongflow.engine.client_base import ClientBase
 from kongflow.engine.migrate import ENGINE_COMPONENT, Migration, migrate
 from kongflow.engine.models import Job, JobKeyMode, JobSpec
+from kongflow.engine.pool import connection_kwargs
 from kongflow.engine.statements import Statement
 from kongflow.engine.tracing import enqueue_span
 
@@ -51,7 +52,7 @@ class SyncClient(ClientBase[ConnectionPool[Any]]):
                 url,
                 min_size=1,
                 max_size=self._max_connections,
-                kwargs={"autocommit": True},
+                kwargs=connection_kwargs(self._prepared_statements),
                 name="kongflow-sync-client",
                 open=False,
             )
@@ -268,7 +269,8 @@ def migrate_blocking(
     notebook)."""
 
     async def run() -> list[Migration]:
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, password=password)
+        kwargs = connection_kwargs(prepared_statements=False)  # one migration: nothing to reuse
+        conn = await psycopg.AsyncConnection.connect(dsn, password=password, **kwargs)
         async with conn:
             return await migrate(conn, schema, list(components))
 

@@ -154,6 +154,7 @@ class Worker:
                 max_size=_POOL_MAX,
                 timeout=_POOL_TIMEOUT,
                 utc_sessions=True,
+                prepared_statements=not settings.poll_only,  # poll-only: behind a pooler
             )
         pool = self._pool
         self._assemble(pool)

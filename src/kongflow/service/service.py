@@ -115,7 +115,13 @@ class JobsService:
         **worker_options: Any,
     ) -> None:
         self.options = options or JobsOptions()
-        self.client = client or Client(database, schema=schema, components=ALL_COMPONENTS)
+        self.client = client or Client(
+            database,
+            schema=schema,
+            components=ALL_COMPONENTS,
+            # poll-only: behind a transaction-mode pooler, where prepared statements break
+            prepared_statements=not worker_options.get("poll_only", False),
+        )
         self._owns_client = client is None
         options = self.options
         self.outbound = Outbound(options.network, timeout=options.ping_timeout)
