@@ -37,8 +37,6 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 TIMEOUT = 60  # seconds a block may run (they take one to five)
 PARALLEL = 2  # blocks run at once
-# Written by someone else, and merged into the nav when it lands: the build stands in for it.
-PLACEHOLDERS = {"deployment.md": "# Deployment\n"}
 # What a run must not print even when it exits 0 (an error swallowed by a worker, a coroutine
 # never awaited).
 BAD_OUTPUT = ("Traceback (most recent call last)", "Exception ignored in", "was never awaited")
@@ -333,9 +331,6 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")
     shutil.copytree(DOCS, tmp_path / "docs")
     (tmp_path / "src").symlink_to(ROOT / "src")
-    for name, text in PLACEHOLDERS.items():
-        if not (tmp_path / "docs" / name).exists():
-            (tmp_path / "docs" / name).write_text(text)
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
     site = tmp_path / "site"
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)]

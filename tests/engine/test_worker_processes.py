@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import psycopg
 import pytest
 
 from kongflow import Client, JobSpec, embedded
+from tests.support.helpers import eventually, rows_of
 from tests.support.worker_tasks import create_run_log
 
 pytestmark = pytest.mark.slow
@@ -85,26 +85,13 @@ async def run_log(client: Client, database_url: str) -> None:
         create_run_log(conn, client.schema)
 
 
-def sql(database_url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
-
-
-async def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(predicate):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 def finished(database_url: str, schema: str) -> int:
-    return int(sql(database_url, f'select count(*) from "{schema}"._finished_jobs')[0][0])
+    return int(rows_of(database_url, f'select count(*) from "{schema}"._finished_jobs')[0][0])
 
 
 def max_overlap(database_url: str, schema: str, queue: str) -> int:
     """The most runs of `queue` that were in progress at one instant."""
-    rows = sql(
+    rows = rows_of(
         database_url,
         f"""select coalesce(max(n), 0) from (
               select count(*) over (order by t, delta) as ignored,
@@ -125,20 +112,20 @@ async def test_serial_queue_and_limit_of_three_hold_across_three_processes(
     await client.set_queue_limits({"limited": 3})
     procs = [workers.start("--concurrency", "5") for _ in range(3)]
     for proc in procs:
-        await wait_until(lambda p=proc: "running" in workers.output(p), 30, "workers to start")
+        await eventually(lambda p=proc: "running" in workers.output(p), 30, "workers to start")
     # The unqueued jobs outnumber one process's 5 slots, so the work must spread.
     await client.add_jobs(
         [JobSpec("record", {"sleep": 0.005}, queue_name="serial") for _ in range(200)]
         + [JobSpec("record", {"sleep": 0.2}, queue_name="limited") for _ in range(30)]
         + [JobSpec("record", {"sleep": 0.3}) for _ in range(20)]
     )
-    await wait_until(lambda: finished(database_url, client.schema) == 250, 120, "250 jobs")
+    await eventually(lambda: finished(database_url, client.schema) == 250, 120, "250 jobs")
 
     assert max_overlap(database_url, client.schema, "serial") == 1
     assert max_overlap(database_url, client.schema, "limited") == 3
-    pids = sql(database_url, f'select count(distinct pid) from "{client.schema}".run_log')
+    pids = rows_of(database_url, f'select count(distinct pid) from "{client.schema}".run_log')
     assert pids[0][0] >= 2  # the runs were spread over several processes
-    runs = sql(
+    runs = rows_of(
         database_url, f'select count(*), count(distinct job_id) from "{client.schema}".run_log'
     )
     assert runs[0] == (250, 250)
@@ -151,26 +138,26 @@ async def test_sigkill_mid_job_every_job_completes_once_after_the_lease(
     victim = workers.start("--concurrency", "4", "--lease", "2")
 
     def victim_running() -> bool:
-        rows = sql(
+        rows = rows_of(
             database_url,
             f'select count(*) from "{client.schema}"._jobs where locked_by like %s',
             (f"%:{victim.pid}:%",),
         )
         return int(rows[0][0]) == 4
 
-    await wait_until(victim_running, 30, "the victim to hold 4 jobs")
+    await eventually(victim_running, 30, "the victim to hold 4 jobs")
     held = {
         r[0]
-        for r in sql(
+        for r in rows_of(
             database_url, f'select id from "{client.schema}"._jobs where locked_at is not null'
         )
     }
     victim.kill()
     victim.wait()
     workers.start("--concurrency", "4", "--lease", "2")
-    await wait_until(lambda: finished(database_url, client.schema) == 30, 60, "30 jobs")
+    await eventually(lambda: finished(database_url, client.schema) == 30, 60, "30 jobs")
 
-    rows = sql(
+    rows = rows_of(
         database_url, f'select id, state, attempts, errors from "{client.schema}"._finished_jobs'
     )
     assert {r[1] for r in rows} == {"completed"}
@@ -186,14 +173,14 @@ async def test_a_paused_worker_s_late_result_is_rejected(
 ) -> None:
     (job,) = await client.add_jobs([JobSpec("record", {"sleep": 1.0})])
     frozen = workers.start("--concurrency", "1", "--lease", "1.5")
-    await wait_until(
+    await eventually(
         lambda: bool(
-            sql(
+            rows_of(
                 database_url,
                 f'select 1 from "{client.schema}".run_log where job_id = %s',
                 (job.id,),
             )
-            or sql(
+            or rows_of(
                 database_url, f'select 1 from "{client.schema}"._jobs where locked_at is not null'
             )
         ),
@@ -203,10 +190,10 @@ async def test_a_paused_worker_s_late_result_is_rejected(
     os.kill(frozen.pid, signal.SIGSTOP)  # alive but silent: its lease runs out
     rescuer = workers.start("--concurrency", "1", "--lease", "1.5")
     # Rescued, the job is ready at once: the rescuer takes it.
-    await wait_until(lambda: finished(database_url, client.schema) == 1, 30, "the job to finish")
+    await eventually(lambda: finished(database_url, client.schema) == 1, 30, "the job to finish")
     os.kill(frozen.pid, signal.SIGCONT)
-    await wait_until(lambda: "rejected" in workers.output(frozen), 30, "the late result")
-    (row,) = sql(
+    await eventually(lambda: "rejected" in workers.output(frozen), 30, "the late result")
+    (row,) = rows_of(
         database_url,
         f'select state, attempts from "{client.schema}"._finished_jobs where id = %s',
         (job.id,),
@@ -221,18 +208,18 @@ async def test_graceful_shutdown_under_load_loses_nothing(
 ) -> None:
     await client.add_jobs([JobSpec("record", {"sleep": 0.1}) for _ in range(100)])
     first = workers.start("--concurrency", "5", "--shutdown-timeout", "10")
-    await wait_until(lambda: finished(database_url, client.schema) >= 10, 30, "some progress")
+    await eventually(lambda: finished(database_url, client.schema) >= 10, 30, "some progress")
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0
     out = workers.output(first)
     assert "stopping" in out
     # nothing was left locked: the first worker finished what it held
-    assert sql(
+    assert rows_of(
         database_url, f'select count(*) from "{client.schema}"._jobs where locked_at is not null'
     ) == [(0,)]
     workers.start("--concurrency", "5")
-    await wait_until(lambda: finished(database_url, client.schema) == 100, 60, "100 jobs")
-    runs = sql(
+    await eventually(lambda: finished(database_url, client.schema) == 100, 60, "100 jobs")
+    runs = rows_of(
         database_url, f'select count(*), count(distinct job_id) from "{client.schema}".run_log'
     )
     assert runs[0] == (100, 100)  # each ran exactly once
@@ -249,13 +236,13 @@ async def test_database_restart_under_load(tmp_path: Path) -> None:
                 create_run_log(conn, schema)
             await client.add_jobs([JobSpec("record", {"sleep": 0.02}) for _ in range(300)])
         group.start("--concurrency", "4")
-        await wait_until(lambda: finished(url, schema) >= 30, 60, "some progress")
+        await eventually(lambda: finished(url, schema) >= 30, 60, "some progress")
         embedded.stop(pgdata)
         await asyncio.sleep(2)
         embedded.start(pgdata)
-        await wait_until(lambda: finished(url, schema) == 300, 120, "all 300 jobs")
+        await eventually(lambda: finished(url, schema) == 300, 120, "all 300 jobs")
         assert group.procs[0].poll() is None  # the worker rode it out
-        assert sql(url, f'select count(distinct job_id) from "{schema}".run_log') == [(300,)]
+        assert rows_of(url, f'select count(distinct job_id) from "{schema}".run_log') == [(300,)]
     finally:
         group.stop_all()
         embedded.stop(pgdata)
@@ -272,26 +259,26 @@ async def test_a_killed_workers_jobs_run_again_promptly_ahead_of_the_backlog(
     victim = workers.start("--concurrency", "4", "--lease", str(lease))
 
     def locked_by(pid: int) -> list[int]:
-        rows = sql(
+        rows = rows_of(
             database_url,
             f'select id from "{client.schema}"._jobs where locked_by like %s',
             (f"%:{pid}:%",),
         )
         return [r[0] for r in rows]
 
-    await wait_until(lambda: len(locked_by(victim.pid)) == 4, 30, "the victim to hold 4 jobs")
+    await eventually(lambda: len(locked_by(victim.pid)) == 4, 30, "the victim to hold 4 jobs")
     survivor = workers.start("--concurrency", "4", "--lease", str(lease))
-    await wait_until(lambda: len(locked_by(survivor.pid)) > 0, 30, "the survivor to work")
+    await eventually(lambda: len(locked_by(survivor.pid)) > 0, 30, "the survivor to work")
     victim.kill()
     victim.wait()
-    ((killed_at,),) = sql(database_url, "select clock_timestamp()")
+    ((killed_at,),) = rows_of(database_url, "select clock_timestamp()")
     # Read once it is dead (not before: it could finish one meanwhile), and before its lease
     # can have run out.
     orphans = locked_by(victim.pid)
     assert orphans
 
     def restarts() -> list[tuple[int, Any]]:
-        return sql(
+        return rows_of(
             database_url,
             f'select job_id, started_at from "{client.schema}".run_log'
             " where job_id = any(%s) and attempt = 2",
@@ -299,19 +286,19 @@ async def test_a_killed_workers_jobs_run_again_promptly_ahead_of_the_backlog(
         )
 
     # Under the old rescue this took the whole backlog: over 25 s here.
-    await wait_until(lambda: len(restarts()) == len(orphans), 120, "the orphans to run again")
+    await eventually(lambda: len(restarts()) == len(orphans), 120, "the orphans to run again")
     latest = max(started for _, started in restarts())
     assert (latest - killed_at).total_seconds() < lease + rescue_interval + 10
     # Ahead of the backlog: once released, they went first (but for a claim already on its
     # way then: two at most, each of at most a third of the survivor's slots).
-    ((released_at,),) = sql(
+    ((released_at,),) = rows_of(
         database_url,
         f"""select max((e ->> 'at')::timestamptz) from "{client.schema}"._all_jobs a,
               jsonb_array_elements(a.errors) e
             where a.id = any(%s) and e ->> 'type' = 'WorkerLost'""",
         (orphans,),
     )
-    ((overtaken,),) = sql(
+    ((overtaken,),) = rows_of(
         database_url,
         f'select count(*) from "{client.schema}".run_log'
         " where job_id > %s and attempt = 1 and started_at > %s and started_at < %s",

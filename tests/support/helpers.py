@@ -6,6 +6,8 @@ import asyncio
 import socket
 from typing import Any
 
+import psycopg
+
 from kongflow import Client, Job
 
 
@@ -56,3 +58,18 @@ async def sql(client: Client, text: str, params: Any = None) -> list[Any]:
     async with client.pool.connection() as conn:
         cur = await conn.execute(in_schema(client, text), params)
         return await cur.fetchall() if cur.description else []
+
+
+def rows_of(database_url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """A query on a connection of its own (outside any pool under test): what checks read."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+async def eventually(predicate: Any, timeout: float, what: str) -> None:
+    """Wait until the blocking `predicate()` holds (checked in a thread, every 0.1 s)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(predicate):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
