@@ -2,8 +2,8 @@
 that a fresh clone installs what was tested, without committing a lock file (uv.lock records
 download addresses).
 
-    uv run python scripts/pin_versions.py            # re-pin what the current resolution has
-    uv run python scripts/pin_versions.py --upgrade  # the newest versions the ranges allow
+    python3 scripts/pin_versions.py            # re-pin what the current resolution has
+    python3 scripts/pin_versions.py --upgrade  # the newest versions the ranges allow
 
 then run the test suite and commit pyproject.toml.
 """
