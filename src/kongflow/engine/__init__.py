@@ -4,6 +4,7 @@ from kongflow.engine.client import Client
 from kongflow.engine.errors import InvalidJobError, KongflowError, PermanentFailure, Snooze
 from kongflow.engine.hooks import WorkerHooks
 from kongflow.engine.models import Job, JobSpec
+from kongflow.engine.results import JobCancelled, JobFailed, JobGone, WaitTimeout
 from kongflow.engine.settings import WorkerSettings
 from kongflow.engine.sync_client import SyncClient
 from kongflow.engine.tasks import ExponentialBackoff, FixedBackoff, RunningJob, Task
@@ -15,6 +16,9 @@ __all__ = [
     "FixedBackoff",
     "InvalidJobError",
     "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobGone",
     "JobSpec",
     "KongflowError",
     "PermanentFailure",
@@ -22,6 +26,7 @@ __all__ = [
     "Snooze",
     "SyncClient",
     "Task",
+    "WaitTimeout",
     "Worker",
     "WorkerHooks",
     "WorkerSettings",

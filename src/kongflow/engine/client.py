@@ -18,9 +18,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from kongflow.engine.bulk import copy_jobs
 from kongflow.engine.client_base import ClientBase
-from kongflow.engine.migrate import migrate
+from kongflow.engine.migrate import channels, migrate
 from kongflow.engine.models import Job, JobKeyMode, JobSpec
-from kongflow.engine.pool import open_pool
+from kongflow.engine.pool import connection_kwargs, open_pool
+from kongflow.engine.results import SettledListener, WaitTimeout, outcome
 from kongflow.engine.statements import Statement, validated_specs
 from kongflow.engine.tracing import enqueue_span
 
@@ -40,6 +41,7 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
     """
 
     _how_to_open = "use `async with Client(...)` or open()"
+    _settled: SettledListener | None = None
 
     async def open(self) -> Client:
         if self._pool is None:
@@ -55,6 +57,9 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
         return self
 
     async def close(self) -> None:
+        if self._settled is not None:
+            await self._settled.close()
+            self._settled = None
         if self._pool is not None and self._owns_pool:
             await self._pool.close()
             self._pool = None
@@ -242,6 +247,42 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
         """Whether the queue has jobs or a row (it had jobs recently, or was paused), or a limit
         policy matches its name."""
         return await self._run(self._statements.queue_known(queue_name), conn)
+
+    async def wait_for(self, job: Job | int, *, timeout: float | None = None) -> Any:
+        """The result of the job (a `Job`, or its id) once it completes, from any process:
+        woken when it settles, not by polling. Raises JobFailed when it fails for good,
+        JobCancelled when it is cancelled, JobGone when it is not in the database (deleted, or
+        removed by retention), WaitTimeout after `timeout` seconds (None: no limit)."""
+        job_id = job.id if isinstance(job, Job) else job
+        listener = await self._settled_listener()
+        woken = listener.subscribe(job_id)
+        settled = False
+        try:
+            wait_id = await self._run(self._statements.register_wait(job_id), None)
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        done, result = outcome(job_id, await self.get_job(job_id), settled)
+                        if done:
+                            return result
+                        await woken.wait()
+                        woken.clear()
+                        settled = True
+            except TimeoutError:
+                raise WaitTimeout(job_id, timeout or 0) from None
+            finally:
+                await self._run(self._statements.unregister_wait(wait_id), None)
+        finally:
+            listener.unsubscribe(job_id, woken)
+
+    async def _settled_listener(self) -> SettledListener:
+        if self._settled is None:
+            async with self.pool.connection() as conn:  # the pool's server, whatever it was given
+                dsn, password = conn.info.dsn, conn.info.password
+            kwargs = connection_kwargs(self._prepared_statements) | {"password": password}
+            self._settled = SettledListener(dsn, kwargs, channels(self.schema)["settled"])
+        await self._settled.start()
+        return self._settled
 
     async def unhandled_tasks(self, *, conn: AnyConnection | None = None) -> list[dict[str, Any]]:
         """Tasks with ready jobs that no live worker takes (no handler for the task, or none

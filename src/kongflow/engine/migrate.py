@@ -28,7 +28,7 @@ from psycopg import AsyncConnection, sql
 from kongflow.settings import validate_schema
 
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-_PLACEHOLDER = re.compile(r":(SCHEMA|JOBS_CHANNEL|CANCEL_CHANNEL)\b")
+_PLACEHOLDER = re.compile(r":(SCHEMA|JOBS_CHANNEL|CANCEL_CHANNEL|SETTLED_CHANNEL)\b")
 _INCLUDE = re.compile(r"^([ \t]*):INCLUDE\(([a-z0-9_]+\.sql)\)[ \t]*$", re.MULTILINE)
 
 
@@ -50,7 +50,7 @@ class Migration:
 
 def channels(schema: str) -> dict[str, str]:
     """NOTIFY channel names, per schema so that several kongflow schemas share a server."""
-    return {"jobs": f"{schema}:jobs", "cancel": f"{schema}:cancel"}
+    return {"jobs": f"{schema}:jobs", "cancel": f"{schema}:cancel", "settled": f"{schema}:settled"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,7 @@ def render(text: str, schema: str) -> str:
         "SCHEMA": f'"{validate_schema(schema)}"',
         "JOBS_CHANNEL": _literal(names["jobs"]),
         "CANCEL_CHANNEL": _literal(names["cancel"]),
+        "SETTLED_CHANNEL": _literal(names["settled"]),
     }
     return _PLACEHOLDER.sub(lambda m: values[m[1]], text)
 

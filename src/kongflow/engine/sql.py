@@ -53,6 +53,8 @@ class EngineSQL:
     retry_job: str
     delete_jobs: str
     list_jobs: str
+    register_wait: str
+    unregister_wait: str
 
 
 @cache
@@ -164,4 +166,6 @@ def engine_sql(schema: str) -> EngineSQL:
             " and (%(queue)s::text is null or queue_name = %(queue)s)"
             " order by id desc limit %(limit)s"
         ),
+        register_wait=f"select {s}._register_wait(%s)",
+        unregister_wait=f"delete from {s}._result_waits where id = %s returning id",
     )

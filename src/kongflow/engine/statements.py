@@ -200,12 +200,23 @@ class Statements:
         check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)
         return Statement(self.sql.queue_known, {"name": queue_name}, _flag)
 
+    def register_wait(self, job_id: int) -> Statement[int]:
+        return Statement(self.sql.register_wait, (checked_ids([job_id])[0],), _scalar)
+
+    def unregister_wait(self, wait_id: int) -> Statement[None]:
+        return Statement(self.sql.unregister_wait, (wait_id,), _nothing)
+
     def unhandled_tasks(self) -> Statement[list[dict[str, Any]]]:
         return Statement(self.sql.unhandled_tasks, None, _dicts, dict_row)
 
 
 def _dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
+
+
+def _scalar(rows: list[Any]) -> Any:
+    ((value,),) = rows
+    return value
 
 
 def _flag(rows: list[Any]) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -18,15 +19,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-from psycopg import Connection
+from psycopg import Connection, sql
 from psycopg_pool import ConnectionPool
 
 from kongflow import embedded
 from kongflow.engine.client import fetch_sync
 from kongflow.engine.client_base import ClientBase
-from kongflow.engine.migrate import ENGINE_COMPONENT, Migration, migrate
+from kongflow.engine.migrate import ENGINE_COMPONENT, Migration, channels, migrate
 from kongflow.engine.models import Job, JobKeyMode, JobSpec
 from kongflow.engine.pool import connection_kwargs
+from kongflow.engine.results import WaitTimeout, announced_ids, outcome
 from kongflow.engine.statements import Statement
 from kongflow.engine.tracing import enqueue_span
 
@@ -241,6 +243,32 @@ class SyncClient(ClientBase[ConnectionPool[Any]]):
         serving the queue): task_identifier, ready, oldest_run_at, queue_names."""
         return self._run(self._statements.unhandled_tasks(), conn)
 
+    def wait_for(self, job: Job | int, *, timeout: float | None = None) -> Any:
+        """The result of the job (a `Job`, or its id) once it completes, from any process:
+        woken when it settles, not by polling (on a LISTEN connection of its own). Raises
+        JobFailed when it fails for good, JobCancelled when it is cancelled, JobGone when it is
+        not in the database, WaitTimeout after `timeout` seconds (None: no limit)."""
+        job_id = job.id if isinstance(job, Job) else job
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._connection() as conn:
+            dsn, password = conn.info.dsn, conn.info.password
+        kwargs = connection_kwargs(self._prepared_statements)
+        with psycopg.connect(dsn, password=password, **kwargs) as listener:
+            channel = channels(self.schema)["settled"]
+            listener.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))
+            wait_id = self._run(self._statements.register_wait(job_id), None)
+            settled = False
+            try:
+                while True:
+                    done, result = outcome(job_id, self.get_job(job_id), settled)
+                    if done:
+                        return result
+                    settled = _announced(listener, job_id, deadline)
+                    if not settled:
+                        raise WaitTimeout(job_id, timeout or 0)
+            finally:
+                self._run(self._statements.unregister_wait(wait_id), None)
+
     def _connection(self) -> AbstractContextManager[Connection[Any]]:
         """Where a call without `conn` runs: a connection of the pool, in autocommit."""
         return self.pool.connection()
@@ -276,3 +304,13 @@ def migrate_blocking(
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kongflow-migrate") as pool:
         return pool.submit(asyncio.run, run()).result()
+
+
+def _announced(listener: Connection[Any], job_id: int, deadline: float | None) -> bool:
+    """Whether `job_id` is announced as settled on `listener` before `deadline`."""
+    while deadline is None or time.monotonic() < deadline:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        for notify in listener.notifies(timeout=remaining, stop_after=1):
+            if job_id in announced_ids(notify.payload):
+                return True
+    return False

@@ -231,6 +231,10 @@ class WorkerQueue:
         """Remove the pending job with this key (a running one will not be retried)."""
         return await self.client.remove_job(job_key, conn=tx)
 
+    async def wait_for(self, job: Job | int, *, timeout: float | None = None) -> Any:
+        """What the task's handler returned, once the job completes (see Client.wait_for)."""
+        return await self.client.wait_for(job, timeout=timeout)
+
     @asynccontextmanager
     async def transaction(
         self, conn: AsyncConnection[Any] | None = None

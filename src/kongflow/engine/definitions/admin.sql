@@ -28,6 +28,7 @@ begin
     returning j.id
   )
   select coalesce(array_agg(id), '{}') into v_ids from failed;
+  perform :SCHEMA._announce_settled(v_ids);
   return query select * from :SCHEMA.jobs j where j.id = any(v_ids) order by j.id;
 end
 $$;
@@ -86,6 +87,7 @@ begin
   if v_job.locked_at is null then
     select * into v_out from :SCHEMA.jobs j where j.id = v_job.id;
     delete from :SCHEMA._jobs j where j.id = v_job.id;
+    perform :SCHEMA._announce_settled(array[v_job.id]);
   else
     update :SCHEMA._jobs as j
        set key = null, attempts = j.max_attempts, retry_stopped = true, updated_at = now()
@@ -141,15 +143,21 @@ $$;
 
 -- Deletes jobs that are not running, finished ones included; returns the deleted ids.
 create or replace function :SCHEMA.delete_jobs(job_ids bigint[]) returns bigint[]
-language sql volatile as $$
+language plpgsql volatile as $$
+declare
+  v_ids bigint[];
+begin
   with hot as (
     delete from :SCHEMA._jobs j where j.id = any(job_ids) and j.locked_at is null returning j.id
   ),
   finished as (
     delete from :SCHEMA._finished_jobs f where f.id = any(job_ids) returning f.id
   )
-  select coalesce(array_agg(id order by id), '{}')
-    from (select id from hot union all select id from finished) ids
+  select coalesce(array_agg(id order by id), '{}') into v_ids
+    from (select id from hot union all select id from finished) ids;
+  perform :SCHEMA._announce_settled(v_ids);
+  return v_ids;
+end
 $$;
 
 -- Ready jobs that no live worker (registered, heartbeat within its lease) takes: their task is

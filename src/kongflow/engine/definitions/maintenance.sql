@@ -47,6 +47,7 @@ begin
     returning 1
   )
   select count(*) into v_failed from gone;
+  delete from :SCHEMA._result_waits w where w.since < now() - interval '1 day';  -- dead waiters
   return query select v_finished, v_failed;
 end
 $$;

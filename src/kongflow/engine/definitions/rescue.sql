@@ -33,6 +33,7 @@ begin
   if v_ready > 0 or cardinality(v_cancelled) > 0 then
     perform pg_notify(:JOBS_CHANNEL, '');
   end if;
+  perform :SCHEMA._announce_settled(v_released);  -- the last attempt of some may be spent
   return v_cancelled || v_released;
 end
 $$;

@@ -7,9 +7,48 @@ language sql immutable as $$
     from (select coalesce(p_errors, '[]') || p_error as e) x
 $$;
 
+-- Wakes the waiters (Client.wait_for) of those of p_ids that someone waits for: their ids on
+-- the settled channel, at most 500 a notification (a payload holds 8000 bytes). Called after the
+-- statement that settled the jobs, so that its snapshot sees every wait registered before the
+-- jobs' rows were locked (a waiter registers under a share lock on the row: see wait_for).
+create or replace function :SCHEMA._announce_settled(p_ids bigint[]) returns void
+language plpgsql volatile as $$
+declare
+  v_payload text;
+begin
+  for v_payload in
+    select string_agg(w.job_id::text, ',')
+      from (select d.job_id, (row_number() over (order by d.job_id) - 1) / 500 as chunk
+              from (select distinct job_id from :SCHEMA._result_waits
+                     where job_id = any(p_ids)) d) w
+     group by w.chunk
+  loop
+    perform pg_notify(:SETTLED_CHANNEL, v_payload);
+  end loop;
+end
+$$;
+
+-- Registers a wait for the job's outcome; returns its id (the waiter deletes it when done). The
+-- share lock on the job's row orders this against whatever settles the job: a settle that holds
+-- the row already commits first (the waiter then reads the job as settled), and one that comes
+-- after finds this wait committed when it announces.
+create or replace function :SCHEMA._register_wait(p_job bigint) returns bigint
+language plpgsql volatile as $$
+declare
+  v_id bigint;
+begin
+  perform 1 from :SCHEMA._jobs j where j.id = p_job for share;
+  insert into :SCHEMA._result_waits (job_id) values (p_job) returning id into v_id;
+  return v_id;
+end
+$$;
+
 -- Finishes jobs that are not running: moves them from the hot set to _finished_jobs.
 create or replace function :SCHEMA._finish_jobs(p_ids bigint[], p_state text) returns bigint[]
-language sql volatile as $$
+language plpgsql volatile as $$
+declare
+  v_ids bigint[];
+begin
   with done as (
     delete from :SCHEMA._jobs j
      where j.id = any(p_ids) and j.locked_at is null
@@ -26,7 +65,10 @@ language sql volatile as $$
     left join :SCHEMA._job_queues q on q.id = d.queue_id
     returning id
   )
-  select coalesce(array_agg(id order by id), '{}') from archived
+  select coalesce(array_agg(id order by id), '{}') into v_ids from archived;
+  perform :SCHEMA._announce_settled(v_ids);
+  return v_ids;
+end
 $$;
 
 -- Records what a worker's jobs came to, in one batch. Only a job still held by the same claim
@@ -132,6 +174,7 @@ begin
           and j.is_available and j.run_at <= now()) then
     perform pg_notify(:JOBS_CHANNEL, '');
   end if;
+  perform :SCHEMA._announce_settled(v_finished || v_moved);
   return v_finished || v_moved;
 end
 $$;
