@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,28 @@ async def test_a_killed_workers_jobs_run_again_promptly_ahead_of_the_backlog(
         (max(orphans), released_at, latest),
     )
     assert overtaken <= 4
+
+
+def most_starts_in_a_window(starts: list[Any], window: timedelta) -> int:
+    """The most claim times that fall in any window of `window` (t - window, t]."""
+    starts = sorted(starts)
+    return max(
+        sum(1 for other in starts[: i + 1] if other > start - window)
+        for i, start in enumerate(starts)
+    )
+
+
+async def test_a_rate_limit_holds_in_every_window_across_three_processes(
+    client: Client, workers: Workers, run_log: None, database_url: str
+) -> None:
+    await client.set_queue_limits({"rated": 50})  # the rate, not the concurrency, limits it
+    await client.set_rate_limits({"rated": "4/500ms"})
+    procs = [workers.start("--concurrency", "10", "--poll-interval", "0.05") for _ in range(3)]
+    for proc in procs:
+        await eventually(lambda p=proc: "running" in workers.output(p), 30, "workers to start")
+    await client.add_jobs([JobSpec("record", {}, queue_name="rated") for _ in range(40)])
+    await eventually(lambda: finished(database_url, client.schema) == 40, 90, "40 jobs")
+    rows = rows_of(database_url, f'select locked_at, attempt, pid from "{client.schema}".run_log')
+    assert most_starts_in_a_window([r[0] for r in rows], timedelta(milliseconds=500)) == 4
+    assert {attempt for _, attempt, _ in rows} == {1}  # waiting spent no attempt
+    assert len({pid for _, _, pid in rows}) >= 2

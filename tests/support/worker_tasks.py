@@ -1,6 +1,7 @@
 """Handlers for worker processes started by the tests (`kongflow worker --tasks
 tests.support.worker_tasks`). Each run is written to the test schema's run_log, timed by the
-database clock, so tests can check what ran where and when, across processes."""
+database clock (and with the time it was claimed), so tests can check what ran where and when,
+across processes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from kongflow import RunningJob
 _DDL = (
     "create table if not exists {schema}.run_log ("
     " job_id bigint, queue_name text, pid int, attempt int,"
-    " started_at timestamptz, finished_at timestamptz)"
+    " started_at timestamptz, finished_at timestamptz, locked_at timestamptz)"
 )
 
 
@@ -34,8 +35,8 @@ async def record(payload: dict[str, Any], job: RunningJob) -> None:
         assert row is not None
         await asyncio.sleep(payload.get("sleep", 0))
         await conn.execute(
-            f'insert into "{schema}".run_log values (%s, %s, %s, %s, %s, clock_timestamp())',  # type: ignore[arg-type]
-            (job.id, job.queue_name, os.getpid(), job.attempts, row[0]),
+            f'insert into "{schema}".run_log values (%s, %s, %s, %s, %s, clock_timestamp(), %s)',  # type: ignore[arg-type]
+            (job.id, job.queue_name, os.getpid(), job.attempts, row[0], job.locked_at),
         )
 
 

@@ -116,6 +116,23 @@ def resume(name: str, database_url: DatabaseUrl = None, schema: Schema = DEFAULT
     _pause_or_resume(name, database_url, schema, pause=False)
 
 
+@queues_app.command("rate-limit")
+def rate_limit(
+    pattern: Annotated[str, typer.Argument(help="A queue name, or a pattern such as api:*.")],
+    rate: Annotated[str, typer.Argument(help="100/min, 10/s, 5/30s...; none removes it.")],
+    database_url: DatabaseUrl = None,
+    schema: Schema = DEFAULT_SCHEMA,
+) -> None:
+    """Limit how many jobs of a queue start in any window, across every worker (a pattern's
+    limit holds for each queue it matches)."""
+    limit = None if rate.lower() == "none" else rate
+    try:
+        with_client(database_url, schema, lambda c: c.set_rate_limits({pattern: limit}))
+    except InvalidJobError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"{pattern!r}: {'no rate limit' if limit is None else f'at most {rate}'}")
+
+
 @jobs_app.command("list")
 def list_jobs(
     state: Annotated[str | None, typer.Option(help=f"One of: {', '.join(STATES)}.")] = None,

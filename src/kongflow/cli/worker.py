@@ -28,6 +28,7 @@ from kongflow.cli.common import (
 )
 from kongflow.engine.cron import CrontabError, parse_crontab, parse_duration
 from kongflow.engine.maintenance import MaintenanceOptions
+from kongflow.engine.rates import RateLimit
 from kongflow.engine.worker import Worker
 from kongflow.settings import DEFAULT_SCHEMA
 
@@ -59,6 +60,20 @@ def _parse_limits(values: list[str]) -> dict[str, int]:
             raise fail(f"--queue-limit takes NAME=N with N >= 1 (e.g. 'runs:*=1'), got {value!r}")
         limits[name] = int(limit)
     return limits
+
+
+def _parse_rates(values: list[str]) -> dict[str, str]:
+    rates = {}
+    for value in values:
+        name, _, rate = value.rpartition("=")
+        if not name or not rate:
+            raise fail(f"--rate-limit takes NAME=RATE (e.g. 'emails=100/min'), got {value!r}")
+        try:
+            RateLimit.parse(rate)
+        except ValueError as exc:
+            raise fail(f"--rate-limit {value}: {exc}") from exc
+        rates[name] = rate
+    return rates
 
 
 def _duration(value: str, option: str) -> Any:
@@ -118,6 +133,10 @@ def worker(
         list[str] | None,
         typer.Option(help="Global limit for a queue, NAME=N (pattern allowed); repeatable."),
     ] = None,
+    rate_limit: Annotated[
+        list[str] | None,
+        typer.Option(help="Starts per window for a queue, NAME=100/min (pattern allowed)."),
+    ] = None,
     crontab: Annotated[
         Path | None, typer.Option(help="A crontab file (graphile-worker's format).")
     ] = None,
@@ -158,6 +177,7 @@ def worker(
     """Run a worker until SIGTERM or SIGINT, then shut down gracefully (or, with --once, until
     no job is ready)."""
     handlers = load_tasks(tasks)
+    queue_limits, rate_limits = _parse_limits(queue_limit or []), _parse_rates(rate_limit or [])
     cron_items = []
     if crontab is not None:
         try:
@@ -180,7 +200,8 @@ def worker(
             concurrency=concurrency,
             poll_interval=poll_interval,
             queues=queues or None,
-            queue_limits=_parse_limits(queue_limit or []),
+            queue_limits=queue_limits,
+            rate_limits=rate_limits,
             schema=checked_schema(schema),
             poll_only=poll_only,
             lease=lease,

@@ -21,6 +21,7 @@ from kongflow.engine.client_base import ClientBase
 from kongflow.engine.migrate import channels, migrate
 from kongflow.engine.models import Job, JobKeyMode, JobSpec
 from kongflow.engine.pool import connection_kwargs, open_pool
+from kongflow.engine.rates import RateLimit
 from kongflow.engine.results import SettledListener, WaitTimeout, outcome
 from kongflow.engine.statements import Statement, validated_specs
 from kongflow.engine.tracing import enqueue_span
@@ -235,6 +236,14 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
     ) -> None:
         """Set global concurrency limits by queue name or pattern (`{"runs:*": 1}`)."""
         await self._run(self._statements.set_queue_limits(limits), conn)
+
+    async def set_rate_limits(
+        self, limits: Mapping[str, RateLimit | str | None], *, conn: AnyConnection | None = None
+    ) -> None:
+        """Set rate limits by queue name or pattern (`{"emails": "100/min", "api:*": "10/s"}`;
+        None removes one): at most so many job starts in any window, across every worker. A
+        pattern's limit holds for each queue it matches on its own."""
+        await self._run(self._statements.set_rate_limits(limits), conn)
 
     async def pause_queue(self, queue_name: str, *, conn: AnyConnection | None = None) -> None:
         """No worker takes jobs from this queue until it is resumed (running ones finish)."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kongflow.engine.cron import CronItem, as_cron_items
 from kongflow.engine.hooks import WorkerHooks
 from kongflow.engine.maintenance import MaintenanceOptions, QueueReporter
+from kongflow.engine.rates import RateLimit, rate_limits_document
 from kongflow.settings import env_schema, validate_schema
 
 if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
@@ -48,6 +49,8 @@ class WorkerSettings:
       and jobs with no queue.
     - `queue_limits`: global limits for queues by name or pattern, stored in the database for
       every worker (a named queue without one runs one job at a time).
+    - `rate_limits`: starts per window for queues by name or pattern (`{"emails": "100/min"}`),
+      stored in the database for every worker (see `kongflow.engine.rates`).
     - `forbidden_flags`: skip jobs with any of these flags; a list, or a function (sync or async)
       asked before each claim.
     - `schema`: the kongflow schema to work in.
@@ -69,6 +72,7 @@ class WorkerSettings:
     poll_only: bool = False
     queues: Sequence[str] | None = None
     queue_limits: Mapping[str, int] | None = None
+    rate_limits: Mapping[str, RateLimit | str] | None = None
     forbidden_flags: ForbiddenFlags | None = None
     schema: str = field(default_factory=env_schema)
     lease: float = 30.0
@@ -105,6 +109,7 @@ class WorkerSettings:
         for name, limit in limits.items():
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise ValueError(f"queue_limits[{name!r}] must be an integer >= 1, got {limit!r}")
+        rate_limits_document(self.rate_limits or {})  # checked here, applied at start
         crontab = self.crontab
         cron_items = tuple(as_cron_items(crontab))
         set_ = object.__setattr__  # frozen: the checked values are stored once, here

@@ -40,6 +40,7 @@ class EngineSQL:
     rescue_stale_jobs: str
     force_unlock_workers: str
     set_queue_limits: str
+    set_rate_limits: str
     pause_queue: str
     resume_queue: str
     register_crontabs: str
@@ -147,6 +148,7 @@ def engine_sql(schema: str) -> EngineSQL:
         rescue_stale_jobs=f"select {s}.rescue_stale_jobs()",
         force_unlock_workers=f"select {s}.force_unlock_workers(%s::text[])",
         set_queue_limits=f"select {s}.set_queue_limits(%s::jsonb)",
+        set_rate_limits=f"select {s}.set_rate_limits(%s::jsonb)",
         pause_queue=f"select {s}.pause_queue(%s)",
         resume_queue=f"select {s}.resume_queue(%s)",
         register_crontabs=f"select * from {s}._register_crontabs(%s::text[], %s)",

@@ -28,6 +28,7 @@ from kongflow.engine.models import (
     encode_payload,
     may_hold_bad_text,
 )
+from kongflow.engine.rates import RateLimit, rate_limits_document
 from kongflow.engine.sql import engine_sql
 
 T = TypeVar("T")
@@ -187,6 +188,10 @@ class Statements:
         for name, limit in limits.items():
             check_int(limit, f"limits[{name!r}]", "", 1, 2**31 - 1)
         return Statement(self.sql.set_queue_limits, (json.dumps(dict(limits)),), _nothing)
+
+    def set_rate_limits(self, limits: Mapping[str, RateLimit | str | None]) -> Statement[None]:
+        document = json.dumps(rate_limits_document(limits))
+        return Statement(self.sql.set_rate_limits, (document,), _nothing)
 
     def pause_queue(self, queue_name: str) -> Statement[None]:
         check_optional_text(queue_name, "queue_name", "", MAX_NAME_LENGTH)

@@ -28,6 +28,7 @@ from kongflow.engine.client_base import ClientBase
 from kongflow.engine.migrate import ENGINE_COMPONENT, Migration, channels, migrate
 from kongflow.engine.models import Job, JobKeyMode, JobSpec
 from kongflow.engine.pool import connection_kwargs
+from kongflow.engine.rates import RateLimit
 from kongflow.engine.results import WaitTimeout, announced_ids, outcome
 from kongflow.engine.statements import Statement
 from kongflow.engine.tracing import enqueue_span
@@ -225,6 +226,14 @@ class SyncClient(ClientBase[ConnectionPool[Any]]):
     ) -> None:
         """Set global concurrency limits by queue name or pattern (`{"runs:*": 1}`)."""
         self._run(self._statements.set_queue_limits(limits), conn)
+
+    def set_rate_limits(
+        self, limits: Mapping[str, RateLimit | str | None], *, conn: Connection[Any] | None = None
+    ) -> None:
+        """Set rate limits by queue name or pattern (`{"emails": "100/min", "api:*": "10/s"}`;
+        None removes one): at most so many job starts in any window, across every worker. A
+        pattern's limit holds for each queue it matches on its own."""
+        self._run(self._statements.set_rate_limits(limits), conn)
 
     def pause_queue(self, queue_name: str, *, conn: Connection[Any] | None = None) -> None:
         """No worker takes jobs from this queue until it is resumed (running ones finish)."""

@@ -37,6 +37,7 @@ from kongflow.engine.maintenance import Maintenance
 from kongflow.engine.migrate import channels, migrate
 from kongflow.engine.pool import connect_kwargs, open_pool
 from kongflow.engine.producer import Producer, WakeUps
+from kongflow.engine.rates import rate_limits_document
 from kongflow.engine.settings import DEFAULT_MAINTENANCE, WorkerSettings
 from kongflow.engine.sql import engine_sql
 from kongflow.engine.tasks import Handler, RunningJob, Task, as_tasks
@@ -167,6 +168,10 @@ class Worker:
             async with pool.connection() as conn:
                 limits = json.dumps(dict(settings.queue_limits))
                 await conn.execute(self._sql.set_queue_limits, (limits,))
+        if settings.rate_limits:
+            async with pool.connection() as conn:
+                rates = json.dumps(rate_limits_document(settings.rate_limits))
+                await conn.execute(self._sql.set_rate_limits, (rates,))
         await self._lease.register()
         if not settings.poll_only:
             # Listen before claiming, so no cancellation or wake-up is missed after start().

@@ -33,6 +33,8 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_queue_ids int[];
+  v_now timestamptz;
+  v_rated int[];
 begin
   -- A worker declared lost must not take new work under its old id.
   perform 1 from :SCHEMA._workers w where w.id = p_worker for key share;
@@ -57,17 +59,37 @@ begin
        and (p_queues is null or q.queue_name like any(p_queues))
        and (select count(*) from :SCHEMA._jobs r
              where r.queue_id = q.id and r.locked_at is not null) < q.max_running
+       and (q.rate_max is null or (
+             select count(*) from :SCHEMA._rate_starts s
+              where s.queue_id = q.id and s.started_at > clock_timestamp() - q.rate_per)
+             < q.rate_max)
      order by top.priority, top.run_at, top.id
      limit p_limit * 2
      for no key update of q skip locked);
 
   -- 2. A new snapshot, taken after those locks: every claim committed on these queues is visible,
-  --    so counting their running jobs is exact and the limits hold across all workers.
+  --    so counting their running jobs (and their recent starts) is exact and the limits hold
+  --    across all workers. A rate-limited queue's starts are counted at v_now, a time taken
+  --    after its lock: the claims of one queue are serialized by that lock, so their times
+  --    increase, and no window of `rate_per` ever holds more than rate_max of them.
+  v_now := clock_timestamp();
+  v_rated := array(select q.id from :SCHEMA._job_queues q
+                    where q.id = any(v_queue_ids) and q.rate_max is not null);
+  if cardinality(v_rated) > 0 then
+    delete from :SCHEMA._rate_starts s
+     using :SCHEMA._job_queues q
+     where q.id = any(v_rated) and s.queue_id = q.id and s.started_at <= v_now - q.rate_per;
+  end if;
   return query
   with free as (
-    select q.id, q.max_running - (
-             select count(*) from :SCHEMA._jobs r
-              where r.queue_id = q.id and r.locked_at is not null)::int as slots
+    select q.id, least(
+             q.max_running - (
+               select count(*) from :SCHEMA._jobs r
+                where r.queue_id = q.id and r.locked_at is not null)::int,
+             coalesce(q.rate_max - (
+               select count(*) from :SCHEMA._rate_starts s
+                where s.queue_id = q.id and s.started_at > v_now - q.rate_per)::int,
+               p_limit)) as slots
       from :SCHEMA._job_queues q
      where q.id = any(v_queue_ids)
   ),
@@ -94,9 +116,10 @@ begin
     select c.id, c.queue_id from (select * from queued union all select * from unqueued) c
      order by c.priority, c.run_at, c.id
      limit p_limit
-  )
+  ),
+  claimed as (
   update :SCHEMA._jobs as j set
-    locked_at = now(), locked_by = p_worker, attempts = j.attempts + 1, updated_at = now()
+    locked_at = v_now, locked_by = p_worker, attempts = j.attempts + 1, updated_at = now()
   from picked
   -- Rechecked on the row as it is now: a job replaced meanwhile may be due later, belong to
   -- another queue or task (add_job with its key), and then it is not ours to take.
@@ -107,6 +130,13 @@ begin
     j.id, (select q.queue_name from :SCHEMA._job_queues q where q.id = j.queue_id),
     j.task_identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error,
     j.created_at, j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags,
-    'running'::text, j.errors, j.cancel_requested_at, null::timestamptz, null::json, j.headers;
+    'running'::text, j.errors, j.cancel_requested_at, null::timestamptz, null::json, j.headers
+  ),
+  started as (  -- the starts rate limits count
+    insert into :SCHEMA._rate_starts (queue_id, started_at)
+    select p.queue_id, v_now from picked p join claimed c on c.id = p.id
+     where p.queue_id = any(v_rated)
+  )
+  select * from claimed;
 end
 $$;

@@ -1,17 +1,35 @@
 -- Named queues: their limits (policies by name or pattern), their rows, pause and resume.
 
+-- Whether a policy's pattern names a queue: the name itself, or with * standing for any text.
+create or replace function :SCHEMA._pattern_matches(p_pattern text, p_name text) returns boolean
+language sql immutable as $$
+  select p_pattern = p_name
+      or (strpos(p_pattern, '*') > 0
+          and p_name like replace(replace(replace(replace(
+                p_pattern, '\', '\\'), '%', '\%'), '_', '\_'), '*', '%'))
+$$;
+
 create or replace function :SCHEMA._queue_limit(p_queue_name text) returns int
 language sql stable as $$
   select coalesce(
     (select p.max_running
        from :SCHEMA._queue_policies p
-      where p.pattern = p_queue_name
-         or (strpos(p.pattern, '*') > 0
-             and p_queue_name like replace(replace(replace(replace(
-                   p.pattern, '\', '\\'), '%', '\%'), '_', '\_'), '*', '%'))
+      where :SCHEMA._pattern_matches(p.pattern, p_queue_name)
       order by p.pattern = p_queue_name desc, length(p.pattern) desc
       limit 1),
     1)
+$$;
+
+-- The rate policy that applies to a queue name (exact name first, then the longest pattern), or
+-- no row.
+create or replace function :SCHEMA._queue_rate(p_queue_name text)
+returns table (max_jobs int, per interval)
+language sql stable as $$
+  select p.max_jobs, p.per
+    from :SCHEMA._rate_policies p
+   where :SCHEMA._pattern_matches(p.pattern, p_queue_name)
+   order by p.pattern = p_queue_name desc, length(p.pattern) desc
+   limit 1
 $$;
 
 -- The ids of the named queues, created as needed and key-share locked until the transaction ends.
@@ -29,8 +47,10 @@ begin
        for key share);
     exit when cardinality(v_ids) = cardinality(v_names);
     -- Some are missing (new, or just collected as empty): create them and look again.
-    insert into :SCHEMA._job_queues (queue_name, max_running)
-      select n, :SCHEMA._queue_limit(n) from unnest(v_names) n
+    insert into :SCHEMA._job_queues (queue_name, max_running, rate_max, rate_per)
+      select n, :SCHEMA._queue_limit(n), r.max_jobs, r.per
+        from unnest(v_names) n
+        left join lateral :SCHEMA._queue_rate(n) r on true
       on conflict (queue_name) do nothing;
   end loop;
   return v_ids;
@@ -50,10 +70,35 @@ begin
 end
 $$;
 
+-- Sets rate limits by queue name or pattern: {"emails": {"max_jobs": 100, "per": "1 minute"},
+-- "api:*": {"max_jobs": 10, "per": "1 second"}}; null removes a pattern's limit. Existing queues
+-- pick them up at once.
+create or replace function :SCHEMA.set_rate_limits(limits jsonb) returns void
+language plpgsql volatile as $$
+begin
+  delete from :SCHEMA._rate_policies p
+   where p.pattern in (select l.key from jsonb_each(limits) l where jsonb_typeof(l.value) = 'null');
+  insert into :SCHEMA._rate_policies (pattern, max_jobs, per)
+    select l.key, (l.value ->> 'max_jobs')::int, (l.value ->> 'per')::interval
+      from jsonb_each(limits) l
+     where jsonb_typeof(l.value) <> 'null'
+    on conflict (pattern) do update set max_jobs = excluded.max_jobs, per = excluded.per;
+  update :SCHEMA._job_queues q set rate_max = r.max_jobs, rate_per = r.per
+    from :SCHEMA._job_queues q2
+    left join lateral :SCHEMA._queue_rate(q2.queue_name) r on true
+   where q2.id = q.id
+     and (q.rate_max, q.rate_per) is distinct from (r.max_jobs, r.per);
+  perform pg_notify(:JOBS_CHANNEL, '');  -- a limit raised or removed may free work
+end
+$$;
+
 create or replace function :SCHEMA.pause_queue(queue_name text) returns void
 language sql volatile as $$
-  insert into :SCHEMA._job_queues (queue_name, max_running, paused)
-    values (pause_queue.queue_name, :SCHEMA._queue_limit(pause_queue.queue_name), true)
+  insert into :SCHEMA._job_queues (queue_name, max_running, paused, rate_max, rate_per)
+    select pause_queue.queue_name, :SCHEMA._queue_limit(pause_queue.queue_name), true,
+           r.max_jobs, r.per
+      from (select 1) one
+      left join lateral :SCHEMA._queue_rate(pause_queue.queue_name) r on true
     on conflict (queue_name) do update set paused = true
 $$;
 

@@ -38,7 +38,9 @@ create or replace view :SCHEMA.queue_stats as
     count(*) filter (where j.state = 'failed') as failed,
     min(j.run_at) filter (where j.state = 'available') as oldest_available_at,
     q.max_running,
-    coalesce(q.paused, false) as paused
+    coalesce(q.paused, false) as paused,
+    q.rate_max,
+    q.rate_per
   from :SCHEMA.jobs j
   full join :SCHEMA._job_queues q on q.queue_name = j.queue_name
-  group by q.queue_name, q.max_running, q.paused;
+  group by q.queue_name, q.max_running, q.paused, q.rate_max, q.rate_per;
