@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from kongflow import Client, JobSpec, embedded
+from kongflow import Client, JobSpec, Workflow, embedded
 from tests.support.helpers import eventually, rows_of
 from tests.support.worker_tasks import create_run_log
 
@@ -331,3 +331,76 @@ async def test_a_rate_limit_holds_in_every_window_across_three_processes(
     assert most_starts_in_a_window([r[0] for r in rows], timedelta(milliseconds=500)) == 4
     assert {attempt for _, attempt, _ in rows} == {1}  # waiting spent no attempt
     assert len({pid for _, _, pid in rows}) >= 2
+
+
+def diamond(sleep_c: float = 0.3) -> Workflow:
+    flow = Workflow("diamond")
+    a = flow.step("a", "record", {"sleep": 0.3})
+    b = flow.step("b", "record", {"sleep": 0.3}, after=[a])
+    c = flow.step("c", "record", {"sleep": sleep_c}, after=[a])
+    flow.step("d", "record", {"sleep": 0.1}, after=[b, c])
+    return flow
+
+
+def runs_by_job(database_url: str, schema: str) -> dict[int, list[tuple[Any, Any, int]]]:
+    """Each job's recorded runs: (started_at, finished_at, attempt)."""
+    runs: dict[int, list[tuple[Any, Any, int]]] = {}
+    for job_id, started, finished_at, attempt in rows_of(
+        database_url, f'select job_id, started_at, finished_at, attempt from "{schema}".run_log'
+    ):
+        runs.setdefault(job_id, []).append((started, finished_at, attempt))
+    return runs
+
+
+async def test_a_diamond_runs_in_order_across_three_processes(
+    client: Client, workers: Workers, run_log: None, database_url: str
+) -> None:
+    procs = [workers.start("--concurrency", "4") for _ in range(3)]
+    for proc in procs:
+        await eventually(lambda p=proc: "running" in workers.output(p), 30, "workers to start")
+    flows = [await client.add_workflow(diamond()) for _ in range(5)]
+    await eventually(lambda: finished(database_url, client.schema) == 20, 90, "20 steps")
+    runs = runs_by_job(database_url, client.schema)
+    for flow in flows:
+        ((a,), (b,), (c,), (d,)) = (runs[flow.jobs[step].id] for step in "abcd")
+        assert b[0] >= a[1] and c[0] >= a[1]  # B and C started after A finished
+        assert d[0] >= max(b[1], c[1])  # D after both
+        steps = await client.workflow_jobs(flow.id)
+        assert {name: job.state for name, job in steps.items()} == dict.fromkeys(
+            "abcd", "completed"
+        )
+    pids = rows_of(database_url, f'select count(distinct pid) from "{client.schema}".run_log')
+    assert pids[0][0] >= 2
+
+
+async def test_a_worker_killed_during_c_its_dependent_still_runs_once_after_it(
+    client: Client, workers: Workers, run_log: None, database_url: str
+) -> None:
+    victim = workers.start("--concurrency", "4", "--lease", "2")
+    await eventually(lambda: "running" in workers.output(victim), 30, "the worker to start")
+    flow = await client.add_workflow(diamond(sleep_c=30))
+    c_id = flow.jobs["c"].id
+
+    def c_running_on_victim() -> bool:
+        rows = rows_of(
+            database_url,
+            f'select 1 from "{client.schema}"._jobs where id = %s and locked_by like %s',
+            (c_id, f"%:{victim.pid}:%"),
+        )
+        return bool(rows)
+
+    await eventually(c_running_on_victim, 30, "C to run on the victim")
+    victim.kill()
+    victim.wait()
+    with psycopg.connect(database_url, autocommit=True) as conn:  # the rerun is quick
+        conn.execute(
+            f'update "{client.schema}"._jobs set payload = %s where id = %s',  # type: ignore[arg-type]
+            ('{"sleep": 0.2}', c_id),
+        )
+    workers.start("--concurrency", "4", "--lease", "2")
+    await eventually(lambda: finished(database_url, client.schema) == 4, 120, "the 4 steps")
+    runs = runs_by_job(database_url, client.schema)
+    (c,) = runs[c_id]
+    assert c[2] == 2  # the killed attempt recorded nothing; the second ran
+    ((d_start, _, d_attempt),) = runs[flow.jobs["d"].id]
+    assert d_start >= c[1] and d_attempt == 1

@@ -23,7 +23,7 @@ queues_app = typer.Typer(help="Queues: jobs by state, limits, pause and resume."
 jobs_app = typer.Typer(help="List, show, retry, cancel and remove jobs.", no_args_is_help=True)
 
 JobIds = Annotated[list[int], typer.Argument(help="Job ids.")]
-STATES = ("available", "scheduled", "running", "failed", "completed", "cancelled")
+STATES = ("available", "scheduled", "blocked", "running", "failed", "completed", "cancelled")
 
 
 def _age(since: datetime | None) -> str:

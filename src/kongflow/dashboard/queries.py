@@ -19,7 +19,7 @@ from kongflow.settings import validate_schema
 
 PAGE_SIZE = 50
 COUNT_CAP = 10_000
-JOB_STATES = ("available", "scheduled", "running", "failed", "completed", "cancelled")
+JOB_STATES = ("available", "scheduled", "blocked", "running", "failed", "completed", "cancelled")
 RUN_STATUSES = (
     "PENDING",
     "QUEUED",

@@ -4,11 +4,13 @@ from kongflow.engine.client import Client
 from kongflow.engine.errors import InvalidJobError, KongflowError, PermanentFailure, Snooze
 from kongflow.engine.hooks import WorkerHooks
 from kongflow.engine.models import Job, JobSpec
+from kongflow.engine.rates import RateLimit
 from kongflow.engine.results import JobCancelled, JobFailed, JobGone, WaitTimeout
 from kongflow.engine.settings import WorkerSettings
 from kongflow.engine.sync_client import SyncClient
 from kongflow.engine.tasks import ExponentialBackoff, FixedBackoff, RunningJob, Task
 from kongflow.engine.worker import Worker
+from kongflow.engine.workflows import Workflow, WorkflowRun
 
 __all__ = [
     "Client",
@@ -22,6 +24,7 @@ __all__ = [
     "JobSpec",
     "KongflowError",
     "PermanentFailure",
+    "RateLimit",
     "RunningJob",
     "Snooze",
     "SyncClient",
@@ -30,4 +33,6 @@ __all__ = [
     "Worker",
     "WorkerHooks",
     "WorkerSettings",
+    "Workflow",
+    "WorkflowRun",
 ]

@@ -25,6 +25,7 @@ from kongflow.engine.rates import RateLimit
 from kongflow.engine.results import SettledListener, WaitTimeout, outcome
 from kongflow.engine.statements import Statement, validated_specs
 from kongflow.engine.tracing import enqueue_span
+from kongflow.engine.workflows import Workflow, WorkflowRun
 
 if TYPE_CHECKING:  # prometheus_client loads only where metrics are used
     pass
@@ -256,6 +257,29 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
         """Whether the queue has jobs or a row (it had jobs recently, or was paused), or a limit
         policy matches its name."""
         return await self._run(self._statements.queue_known(queue_name), conn)
+
+    async def add_workflow(
+        self, workflow: Workflow, *, conn: AnyConnection | None = None
+    ) -> WorkflowRun:
+        """Enqueue a workflow's steps in one transaction (see kongflow.engine.workflows): each
+        runs when the steps and jobs it comes after completed. A cycle, a step after an unknown
+        step, or a step with a job key is refused, and nothing is written."""
+        return await self._run(self._statements.add_workflow(workflow), conn)
+
+    async def workflow_jobs(
+        self, workflow_id: int, *, conn: AnyConnection | None = None
+    ) -> dict[str, Job]:
+        """Each step's job as it is now (state `blocked` while it waits for its dependencies),
+        by step name; empty for an unknown workflow."""
+        return await self._run(self._statements.workflow_jobs(workflow_id), conn)
+
+    async def dependency_results(
+        self, job: Job | int, *, conn: AnyConnection | None = None
+    ) -> dict[str, Any]:
+        """What the jobs a job depends on returned: by step name in its workflow (by job id as
+        text for a dependency outside it), for those that completed and are kept."""
+        job_id = job.id if isinstance(job, Job) else job
+        return await self._run(self._statements.dependency_results(job_id), conn)
 
     async def wait_for(self, job: Job | int, *, timeout: float | None = None) -> Any:
         """The result of the job (a `Job`, or its id) once it completes, from any process:

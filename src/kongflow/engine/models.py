@@ -12,7 +12,9 @@ from typing import Any, Literal, Self
 from kongflow.engine.errors import InvalidJobError
 
 JobKeyMode = Literal["replace", "preserve_run_at", "unsafe_dedupe"]
-JobState = Literal["available", "scheduled", "running", "failed", "completed", "cancelled"]
+JobState = Literal[
+    "available", "scheduled", "blocked", "running", "failed", "completed", "cancelled"
+]
 JOB_KEY_MODES: tuple[str, ...] = ("replace", "preserve_run_at", "unsafe_dedupe")
 # Task identifiers, queue names and job keys, in characters: at most 2 KB of UTF-8, within the
 # ~2.7 KB a btree index entry may take (queue names and job keys are unique-indexed).

@@ -55,6 +55,9 @@ class EngineSQL:
     delete_jobs: str
     list_jobs: str
     register_wait: str
+    add_workflow: str
+    workflow_jobs: str
+    dependency_results: str
     unregister_wait: str
 
 
@@ -169,5 +172,19 @@ def engine_sql(schema: str) -> EngineSQL:
             " order by id desc limit %(limit)s"
         ),
         register_wait=f"select {s}._register_wait(%s)",
+        add_workflow=(
+            f"select w.workflow_id, w.step, (w.job).* from {s}.add_workflow(%s::jsonb) w"
+        ),
+        workflow_jobs=(
+            f"select s.workflow_id, s.step, a.* from {s}._workflow_steps s"
+            f" join {s}._all_jobs a on a.id = s.job_id where s.workflow_id = %s order by a.id"
+        ),
+        # What the jobs a job depends on returned: by step name within its workflow, else by id.
+        dependency_results=(
+            f"select coalesce(s.step, d.depends_on::text), f.result from {s}._job_deps d"
+            f" join {s}._finished_jobs f on f.id = d.depends_on and f.state = 'completed'"
+            f" left join {s}._workflow_steps s on s.job_id = d.depends_on"
+            " where d.job_id = %s order by d.depends_on"
+        ),
         unregister_wait=f"delete from {s}._result_waits where id = %s returning id",
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +30,7 @@ from kongflow.engine.models import (
 )
 from kongflow.engine.rates import RateLimit, rate_limits_document
 from kongflow.engine.sql import engine_sql
+from kongflow.engine.workflows import Workflow, WorkflowRun
 
 T = TypeVar("T")
 EnqueuedCounts = Iterable[tuple[str, str | None, int]]
@@ -211,12 +212,32 @@ class Statements:
     def unregister_wait(self, wait_id: int) -> Statement[None]:
         return Statement(self.sql.unregister_wait, (wait_id,), _nothing)
 
+    def add_workflow(self, workflow: Workflow) -> Statement[WorkflowRun]:
+        document = json.dumps(workflow.document(), separators=(",", ":"), allow_nan=False)
+        return Statement(self.sql.add_workflow, (document,), _workflow_run, tuple_row)
+
+    def workflow_jobs(self, workflow_id: int) -> Statement[dict[str, Job]]:
+        def jobs(rows: list[Any]) -> dict[str, Job]:
+            return _workflow_run(rows).jobs if rows else {}
+
+        return Statement(self.sql.workflow_jobs, (workflow_id,), jobs, tuple_row)
+
+    def dependency_results(self, job_id: int) -> Statement[dict[str, Any]]:
+        return Statement(self.sql.dependency_results, (job_id,), dict)
+
     def unhandled_tasks(self) -> Statement[list[dict[str, Any]]]:
         return Statement(self.sql.unhandled_tasks, None, _dicts, dict_row)
 
 
 def _dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
+
+
+def _workflow_run(rows: list[Any]) -> WorkflowRun:
+    """Rows of (workflow id, step, the job's columns...) as a WorkflowRun."""
+    names = [column.name for column in fields(Job)]  # the view's columns, in order
+    jobs = {row[1]: Job.from_values(names, row[2:]) for row in rows}
+    return WorkflowRun(rows[0][0], jobs)
 
 
 def _scalar(rows: list[Any]) -> Any:

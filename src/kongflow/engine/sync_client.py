@@ -32,6 +32,7 @@ from kongflow.engine.rates import RateLimit
 from kongflow.engine.results import WaitTimeout, announced_ids, outcome
 from kongflow.engine.statements import Statement
 from kongflow.engine.tracing import enqueue_span
+from kongflow.engine.workflows import Workflow, WorkflowRun
 
 if TYPE_CHECKING:
     pass
@@ -251,6 +252,29 @@ class SyncClient(ClientBase[ConnectionPool[Any]]):
         """Tasks with ready jobs that no live worker takes (no handler for the task, or none
         serving the queue): task_identifier, ready, oldest_run_at, queue_names."""
         return self._run(self._statements.unhandled_tasks(), conn)
+
+    def add_workflow(
+        self, workflow: Workflow, *, conn: Connection[Any] | None = None
+    ) -> WorkflowRun:
+        """Enqueue a workflow's steps in one transaction (see kongflow.engine.workflows): each
+        runs when the steps and jobs it comes after completed. A cycle, a step after an unknown
+        step, or a step with a job key is refused, and nothing is written."""
+        return self._run(self._statements.add_workflow(workflow), conn)
+
+    def workflow_jobs(
+        self, workflow_id: int, *, conn: Connection[Any] | None = None
+    ) -> dict[str, Job]:
+        """Each step's job as it is now (state `blocked` while it waits for its dependencies),
+        by step name; empty for an unknown workflow."""
+        return self._run(self._statements.workflow_jobs(workflow_id), conn)
+
+    def dependency_results(
+        self, job: Job | int, *, conn: Connection[Any] | None = None
+    ) -> dict[str, Any]:
+        """What the jobs a job depends on returned: by step name in its workflow (by job id as
+        text for a dependency outside it), for those that completed and are kept."""
+        job_id = job.id if isinstance(job, Job) else job
+        return self._run(self._statements.dependency_results(job_id), conn)
 
     def wait_for(self, job: Job | int, *, timeout: float | None = None) -> Any:
         """The result of the job (a `Job`, or its id) once it completes, from any process:

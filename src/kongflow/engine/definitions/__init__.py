@@ -20,6 +20,7 @@ FILES = (
     "enqueue.sql",
     "claim.sql",
     "settle.sql",
+    "workflows.sql",
     "rescue.sql",
     "admin.sql",
     "cron.sql",

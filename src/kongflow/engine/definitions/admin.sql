@@ -28,7 +28,7 @@ begin
     returning j.id
   )
   select coalesce(array_agg(id), '{}') into v_ids from failed;
-  perform :SCHEMA._announce_settled(v_ids);
+  perform :SCHEMA._settled('{}', v_ids);
   return query select * from :SCHEMA.jobs j where j.id = any(v_ids) order by j.id;
 end
 $$;
@@ -54,7 +54,8 @@ begin
   end if;
   with moved as (
     update :SCHEMA._jobs as j set
-      run_at = coalesce(reschedule_jobs.run_at, j.run_at),
+      run_at = case when j.pending_deps > 0 then j.run_at  -- blocked: released by its deps
+                    else coalesce(reschedule_jobs.run_at, j.run_at) end,
       priority = coalesce(reschedule_jobs.priority, j.priority),
       attempts = coalesce(reschedule_jobs.attempts, j.attempts),
       retry_stopped = j.retry_stopped and reschedule_jobs.attempts is null,
@@ -87,7 +88,7 @@ begin
   if v_job.locked_at is null then
     select * into v_out from :SCHEMA.jobs j where j.id = v_job.id;
     delete from :SCHEMA._jobs j where j.id = v_job.id;
-    perform :SCHEMA._announce_settled(array[v_job.id]);
+    perform :SCHEMA._settled('{}', array[v_job.id]);
   else
     update :SCHEMA._jobs as j
        set key = null, attempts = j.max_attempts, retry_stopped = true, updated_at = now()
@@ -132,7 +133,8 @@ begin
     max_attempts = greatest(j.max_attempts, j.attempts + 1),
     retry_stopped = false,
     updated_at = now()
-  where j.id = retry_job.job_id and j.locked_at is null;
+  where j.id = retry_job.job_id and j.locked_at is null
+    and j.pending_deps = 0;  -- a blocked job runs when its dependencies release it
   if found then
     perform pg_notify(:JOBS_CHANNEL, '');
   end if;
@@ -155,7 +157,7 @@ begin
   )
   select coalesce(array_agg(id order by id), '{}') into v_ids
     from (select id from hot union all select id from finished) ids;
-  perform :SCHEMA._announce_settled(v_ids);
+  perform :SCHEMA._settled('{}', v_ids);  -- a deleted dependency counts as failed
   return v_ids;
 end
 $$;

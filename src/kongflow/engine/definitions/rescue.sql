@@ -7,6 +7,7 @@ language plpgsql volatile as $$
 declare
   v_cancelled bigint[];
   v_released bigint[];
+  v_spent bigint[];
   v_ready int;
 begin
   v_cancelled := array(
@@ -25,15 +26,17 @@ begin
       locked_by = null,
       updated_at = now()
     where j.id = any(p_ids) and j.locked_at is not null and j.cancel_requested_at is null
-    returning j.id, j.is_available and j.run_at <= now() as ready_now
+    returning j.id, j.is_available and j.run_at <= now() as ready_now,
+      j.attempts >= j.max_attempts as spent
   )
-  select coalesce(array_agg(id), '{}'), count(*) filter (where ready_now)
-    into v_released, v_ready
+  select coalesce(array_agg(id), '{}'), count(*) filter (where ready_now),
+         coalesce(array_agg(id) filter (where spent), '{}')
+    into v_released, v_ready, v_spent
     from released;
   if v_ready > 0 or cardinality(v_cancelled) > 0 then
     perform pg_notify(:JOBS_CHANNEL, '');
   end if;
-  perform :SCHEMA._announce_settled(v_released);  -- the last attempt of some may be spent
+  perform :SCHEMA._settled('{}', v_spent, v_released);  -- the last attempt of some was spent
   return v_cancelled || v_released;
 end
 $$;

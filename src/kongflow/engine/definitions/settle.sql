@@ -66,7 +66,11 @@ begin
     returning id
   )
   select coalesce(array_agg(id order by id), '{}') into v_ids from archived;
-  perform :SCHEMA._announce_settled(v_ids);
+  if p_state = 'completed' then
+    perform :SCHEMA._settled(v_ids, '{}');
+  else
+    perform :SCHEMA._settled('{}', v_ids);
+  end if;
   return v_ids;
 end
 $$;
@@ -99,6 +103,8 @@ set jit = off  -- the seqscan ban inflates the cost past jit_above_cost (see _cl
 as $$
 declare
   v_finished bigint[];
+  v_completed bigint[];
+  v_spent bigint[] := '{}';  -- failed for good: their last attempt failed
   v_freed_queues int[];  -- named queues that lost a running job
   v_others int;
   v_moved bigint[] := '{}';
@@ -131,9 +137,10 @@ begin
     where p_keep_completed or d.final_state <> 'completed'
   )
   select coalesce((select array_agg(d.id) from done d), '{}'),
+         coalesce((select array_agg(d.id) from done d where d.final_state = 'completed'), '{}'),
          (select array_agg(distinct d.queue_id) from done d where d.queue_id is not null),
          (select count(*) from o where o.outcome not in ('completed', 'cancelled'))
-    into v_finished, v_freed_queues, v_others;
+    into v_finished, v_completed, v_freed_queues, v_others;
 
   if v_others > 0 then
     with o as (
@@ -160,11 +167,13 @@ begin
         updated_at = now()
       from o
       where j.id = o.id and j.locked_by = p_worker and j.locked_at = o.locked_at
-      returning j.id, j.queue_id, j.is_available and j.run_at <= now() as ready_now
+      returning j.id, j.queue_id, j.is_available and j.run_at <= now() as ready_now,
+        j.attempts >= j.max_attempts as spent
     )
     select coalesce(array_agg(id), '{}'), count(*) filter (where ready_now),
-           array_agg(distinct queue_id) filter (where queue_id is not null)
-      into v_moved, v_ready_now, v_moved_queues
+           array_agg(distinct queue_id) filter (where queue_id is not null),
+           coalesce(array_agg(id) filter (where spent), '{}')
+      into v_moved, v_ready_now, v_moved_queues, v_spent
       from moved;
   end if;
 
@@ -174,7 +183,11 @@ begin
           and j.is_available and j.run_at <= now()) then
     perform pg_notify(:JOBS_CHANNEL, '');
   end if;
-  perform :SCHEMA._announce_settled(v_finished || v_moved);
+  -- Waiters woken, dependents released or cancelled (retried jobs only wake their waiters).
+  perform :SCHEMA._settled(
+    v_completed,
+    array(select x from unnest(v_finished) x where x <> all(v_completed)) || v_spent,
+    v_moved);
   return v_finished || v_moved;
 end
 $$;

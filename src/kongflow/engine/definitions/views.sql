@@ -9,6 +9,7 @@ create or replace view :SCHEMA.jobs as
     case
       when j.locked_at is not null then 'running'
       when j.attempts >= j.max_attempts then 'failed'
+      when j.pending_deps > 0 then 'blocked'
       when j.run_at > now() then 'scheduled'
       else 'available'
     end as state,
