@@ -35,7 +35,9 @@ declare
   v_queue_ids int[];
   v_now timestamptz;
   v_rated int[];
+  v_room int[];  -- what each of v_rated may still start in its window
 begin
+  v_now := clock_timestamp();  -- for step 1's look at rates; taken again after the locks
   -- A worker declared lost must not take new work under its old id.
   perform 1 from :SCHEMA._workers w where w.id = p_worker for key share;
   if not found then
@@ -60,8 +62,8 @@ begin
        and (select count(*) from :SCHEMA._jobs r
              where r.queue_id = q.id and r.locked_at is not null) < q.max_running
        and (q.rate_max is null or (
-             select count(*) from :SCHEMA._rate_starts s
-              where s.queue_id = q.id and s.started_at > clock_timestamp() - q.rate_per)
+             select coalesce(sum(s.jobs), 0) from :SCHEMA._rate_starts s
+              where s.queue_id = q.id and s.started_at > v_now - q.rate_per)
              < q.rate_max)
      order by top.priority, top.run_at, top.id
      limit p_limit * 2
@@ -79,17 +81,26 @@ begin
     delete from :SCHEMA._rate_starts s
      using :SCHEMA._job_queues q
      where q.id = any(v_rated) and s.queue_id = q.id and s.started_at <= v_now - q.rate_per;
+    -- Once per rate-limited queue, before the claim statement reads it.
+    v_room := array(
+      select q.rate_max - coalesce((
+               select sum(s.jobs) from :SCHEMA._rate_starts s
+                where s.queue_id = q.id and s.started_at > v_now - q.rate_per), 0)::int
+        from unnest(v_rated) with ordinality r (id, n)
+        join :SCHEMA._job_queues q on q.id = r.id
+       order by r.n);
   end if;
   return query
   with free as (
+    -- At most p_limit a queue: more would only be read and sorted to be left (a queue with a
+    -- high limit would have its every job read at each claim).
     select q.id, least(
              q.max_running - (
                select count(*) from :SCHEMA._jobs r
                 where r.queue_id = q.id and r.locked_at is not null)::int,
-             coalesce(q.rate_max - (
-               select count(*) from :SCHEMA._rate_starts s
-                where s.queue_id = q.id and s.started_at > v_now - q.rate_per)::int,
-               p_limit)) as slots
+             p_limit,
+             (select x.room from unnest(v_rated, v_room) x (id, room) where x.id = q.id)
+           ) as slots
       from :SCHEMA._job_queues q
      where q.id = any(v_queue_ids)
   ),
@@ -116,8 +127,7 @@ begin
     select c.id, c.queue_id from (select * from queued union all select * from unqueued) c
      order by c.priority, c.run_at, c.id
      limit p_limit
-  ),
-  claimed as (
+  )
   update :SCHEMA._jobs as j set
     locked_at = v_now, locked_by = p_worker, attempts = j.attempts + 1, updated_at = now()
   from picked
@@ -130,13 +140,12 @@ begin
     j.id, (select q.queue_name from :SCHEMA._job_queues q where q.id = j.queue_id),
     j.task_identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error,
     j.created_at, j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags,
-    'running'::text, j.errors, j.cancel_requested_at, null::timestamptz, null::json, j.headers
-  ),
-  started as (  -- the starts rate limits count
-    insert into :SCHEMA._rate_starts (queue_id, started_at)
-    select p.queue_id, v_now from picked p join claimed c on c.id = p.id
-     where p.queue_id = any(v_rated)
-  )
-  select * from claimed;
+    'running'::text, j.errors, j.cancel_requested_at, null::timestamptz, null::json, j.headers;
+  if cardinality(v_rated) > 0 then  -- the starts rate limits count: this claim's, at v_now
+    insert into :SCHEMA._rate_starts (queue_id, started_at, jobs)
+    select j.queue_id, v_now, count(*) from :SCHEMA._jobs j
+     where j.queue_id = any(v_rated) and j.locked_at = v_now and j.locked_by = p_worker
+     group by j.queue_id;
+  end if;
 end
 $$;

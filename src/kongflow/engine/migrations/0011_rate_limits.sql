@@ -8,10 +8,11 @@ create table :SCHEMA._rate_policies (
 );
 alter table :SCHEMA._job_queues add column rate_max int, add column rate_per interval;
 
--- The starts (claims) of rate-limited queues' jobs within their window; older ones are pruned by
--- the claims of the same queue.
+-- The starts of rate-limited queues' jobs within their window, a row per claim (`jobs` started
+-- at `started_at`); older ones are pruned by the claims of the same queue.
 create table :SCHEMA._rate_starts (
   queue_id int not null,
-  started_at timestamptz not null
+  started_at timestamptz not null,
+  jobs int not null check (jobs >= 1)
 );
 create index _rate_starts_queue on :SCHEMA._rate_starts (queue_id, started_at);
