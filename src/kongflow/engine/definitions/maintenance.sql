@@ -48,6 +48,24 @@ begin
   )
   select count(*) into v_failed from gone;
   delete from :SCHEMA._result_waits w where w.since < now() - interval '1 day';  -- dead waiters
+  -- Workflows whose jobs are all gone (finished and past retention), with their steps, and the
+  -- dependency edges of jobs that are gone.
+  delete from :SCHEMA._workflows w
+   where w.id in (select x.id from :SCHEMA._workflows x
+                   where x.created_at < now() - least(p_completed, p_failed)
+                     and not exists (select 1 from :SCHEMA._workflow_steps s
+                                      where s.workflow_id = x.id
+                                        and (exists (select 1 from :SCHEMA._jobs j where j.id = s.job_id)
+                                             or exists (select 1 from :SCHEMA._finished_jobs f
+                                                         where f.id = s.job_id)))
+                   order by x.id limit p_batch);
+  delete from :SCHEMA._job_deps d
+   where (d.depends_on, d.job_id) in (
+     select x.depends_on, x.job_id from :SCHEMA._job_deps x
+      where x.settled
+        and not exists (select 1 from :SCHEMA._jobs j where j.id = x.job_id)
+        and not exists (select 1 from :SCHEMA._finished_jobs f where f.id = x.job_id)
+      limit p_batch);
   return query select v_finished, v_failed;
 end
 $$;

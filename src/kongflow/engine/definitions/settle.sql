@@ -104,6 +104,7 @@ as $$
 declare
   v_finished bigint[];
   v_completed bigint[];
+  v_cancelled bigint[];
   v_spent bigint[] := '{}';  -- failed for good: their last attempt failed
   v_freed_queues int[];  -- named queues that lost a running job
   v_others int;
@@ -138,9 +139,10 @@ begin
   )
   select coalesce((select array_agg(d.id) from done d), '{}'),
          coalesce((select array_agg(d.id) from done d where d.final_state = 'completed'), '{}'),
+         coalesce((select array_agg(d.id) from done d where d.final_state = 'cancelled'), '{}'),
          (select array_agg(distinct d.queue_id) from done d where d.queue_id is not null),
          (select count(*) from o where o.outcome not in ('completed', 'cancelled'))
-    into v_finished, v_completed, v_freed_queues, v_others;
+    into v_finished, v_completed, v_cancelled, v_freed_queues, v_others;
 
   if v_others > 0 then
     with o as (
@@ -184,10 +186,7 @@ begin
     perform pg_notify(:JOBS_CHANNEL, '');
   end if;
   -- Waiters woken, dependents released or cancelled (retried jobs only wake their waiters).
-  perform :SCHEMA._settled(
-    v_completed,
-    array(select x from unnest(v_finished) x where x <> all(v_completed)) || v_spent,
-    v_moved);
+  perform :SCHEMA._settled(v_completed, v_cancelled || v_spent, v_moved);
   return v_finished || v_moved;
 end
 $$;

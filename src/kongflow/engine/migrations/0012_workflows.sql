@@ -25,3 +25,5 @@ create table :SCHEMA._job_deps (
   primary key (depends_on, job_id)
 );
 create index _job_deps_job on :SCHEMA._job_deps (job_id);
+-- What every settle probes: the edges still to count (small, whatever the history).
+create index _job_deps_open on :SCHEMA._job_deps (depends_on) where not settled;
