@@ -291,9 +291,12 @@ class RunExecution:
                 await begin.execute(self._sql.begin_execution, (run_id,))
                 begun = await begin.fetchone()
             assert begun is not None
+            executed_before = run.execution_count > 0
             run = replace(run, started_at=begun.started_at, execution_count=begun.execution_count)
             await self.runs.record_status(tx.conn, run_id, "EXECUTING")
-            cache, noops = await self.tasks.execution_cache(tx.conn, run_id)
+            cache, noops = await self.tasks.execution_cache(
+                tx.conn, run_id, executed_before=executed_before
+            )
         chunk_limit = chunk_limit_ms(self.request_timeout)
         body = run_job_body(run).model_copy(
             update={

@@ -168,9 +168,15 @@ class TaskService:
 
     # -- what an execution sends back ----------------------------------------------------------
 
-    async def execution_cache(self, conn: Connection, run_id: str) -> tuple[TaskCache, str]:
+    async def execution_cache(
+        self, conn: Connection, run_id: str, *, executed_before: bool
+    ) -> tuple[TaskCache, str]:
         """The run's completed tasks for an execution body (up to 3.5 MB of them; the rest
-        lazily, from the cursor), and the bloom filter of its completed no-op tasks."""
+        lazily, from the cursor), and the bloom filter of its completed no-op tasks. A run's
+        first execution has none (tasks are made by executions): nothing to read, four round
+        trips saved on every run that needs only one execution."""
+        if not executed_before:
+            return TaskCache([], None), BloomFilter().serialize()
         async with conn.cursor(row_factory=scalar_row) as keys:
             await keys.execute(self._sql.completed_noop_keys, (run_id,))
             noops = BloomFilter.of(await keys.fetchall())
