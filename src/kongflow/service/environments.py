@@ -1,13 +1,7 @@
 """Organizations, projects and runtime environments, and the API keys that authenticate them.
 
 Keys have trigger.dev's form `tr_<dev|stg|prod>_<24 letters and digits>` (its SDK refuses
-others). They are looked up by SHA-256 and then compared in constant time.
-
-Every API request authenticates, several times a run: a key found as an environment's current
-key is remembered for `key_cache_seconds` (2 s), so a burst of requests costs one lookup. This
-process forgets a key it rotates or revokes at once; another process (`kongflow env revoke`
-beside a running `kongflow serve`) is followed within those seconds. Keys in a grace period, and
-keys not found, are looked up every time."""
+others). They are looked up by SHA-256 and then compared in constant time."""
 
 from __future__ import annotations
 
@@ -16,7 +10,6 @@ import hmac
 import re
 import secrets
 import string
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -73,15 +66,10 @@ def check_slug(value: str, what: str) -> str:
     return value
 
 
-KEY_CACHE_SECONDS = 2.0
-
-
 class EnvironmentService:
-    def __init__(self, client: Client, *, key_cache_seconds: float = KEY_CACHE_SECONDS) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self._sql = jobs_sql(client.schema)
-        self._key_cache_seconds = key_cache_seconds
-        self._known: dict[bytes, tuple[float, Environment]] = {}  # digest: (until, environment)
 
     async def ensure(
         self,
@@ -137,7 +125,6 @@ class EnvironmentService:
             await conn.execute(
                 self._sql.set_api_key, (api_key, key_digest(api_key), environment.id)
             )
-        self._known.clear()  # this process follows its own rotations at once (after commit)
         return RotatedKey(replace(environment, api_key=api_key), expires_at)
 
     async def find(
@@ -168,10 +155,6 @@ class EnvironmentService:
         if not API_KEY.match(api_key or ""):
             return None
         digest = key_digest(api_key)
-        now = time.monotonic()
-        known = self._known.get(digest)
-        if known is not None and known[0] > now and hmac.compare_digest(known[1].api_key, api_key):
-            return known[1]
         async with (
             self.client.pool.connection() as conn,
             conn.cursor(row_factory=class_row(Environment)) as cur,
@@ -179,12 +162,7 @@ class EnvironmentService:
             await cur.execute(self._sql.environment_by_key_hash, (digest,))
             environment: Environment | None = await cur.fetchone()
             if environment is not None:
-                if not hmac.compare_digest(environment.api_key, api_key):
-                    return None
-                if len(self._known) > 10_000:  # bounded: old entries go first
-                    self._known = {k: v for k, v in self._known.items() if v[0] > now}
-                self._known[digest] = (now + self._key_cache_seconds, environment)
-                return environment
+                return environment if hmac.compare_digest(environment.api_key, api_key) else None
             await cur.execute(self._sql.environment_by_retired_key_hash, (digest,))
             retired: Environment | None = await cur.fetchone()
         return retired
