@@ -62,16 +62,17 @@ def _parse_limits(values: list[str]) -> dict[str, int]:
     return limits
 
 
-def _parse_rates(values: list[str]) -> dict[str, RateLimit]:
+def _parse_rates(values: list[str]) -> dict[str, str]:
     rates = {}
     for value in values:
         name, _, rate = value.rpartition("=")
         if not name or not rate:
             raise fail(f"--rate-limit takes NAME=RATE (e.g. 'emails=100/min'), got {value!r}")
         try:
-            rates[name] = RateLimit.parse(rate)
+            RateLimit.parse(rate)
         except ValueError as exc:
             raise fail(f"--rate-limit {value}: {exc}") from exc
+        rates[name] = rate
     return rates
 
 

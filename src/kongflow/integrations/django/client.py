@@ -12,7 +12,8 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from kongflow.engine.sync_client import SyncClient
+from kongflow.engine.migrate import ENGINE_COMPONENT, Migration
+from kongflow.engine.sync_client import SyncClient, migrate_blocking
 from kongflow.integrations.django.conf import kongflow_settings
 
 
@@ -26,6 +27,13 @@ class DjangoClient(SyncClient):
 
     def _connection(self) -> Any:
         return _django_connection(self.using)
+
+    def migrate(self) -> list[Migration]:
+        """Apply kongflow's pending migrations to Django's database (on a connection of its
+        own: DDL outside the caller's transaction)."""
+        with self._connection() as conn:
+            dsn, password = conn.info.dsn, conn.info.password
+        return migrate_blocking(dsn, password, self.schema, [ENGINE_COMPONENT])
 
 
 @cache
