@@ -44,6 +44,7 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
 
     _how_to_open = "use `async with Client(...)` or open()"
     _settled: SettledListener | None = None
+    _settled_lock: asyncio.Lock | None = None
 
     async def open(self) -> Client:
         if self._pool is None:
@@ -309,11 +310,16 @@ class Client(ClientBase[AsyncConnectionPool[Any]]):
             listener.unsubscribe(job_id, woken)
 
     async def _settled_listener(self) -> SettledListener:
-        if self._settled is None:
-            async with self.pool.connection() as conn:  # the pool's server, whatever it was given
-                dsn, password = conn.info.dsn, conn.info.password
-            kwargs = connection_kwargs(self._prepared_statements) | {"password": password}
-            self._settled = SettledListener(dsn, kwargs, channels(self.schema)["settled"])
+        # One listener, however many waits begin at once: its creation awaits a connection,
+        # during which other waits must not make their own (each would leak a LISTEN).
+        if self._settled_lock is None:
+            self._settled_lock = asyncio.Lock()
+        async with self._settled_lock:
+            if self._settled is None:
+                async with self.pool.connection() as conn:  # the pool's server, as given
+                    dsn, password = conn.info.dsn, conn.info.password
+                kwargs = connection_kwargs(self._prepared_statements) | {"password": password}
+                self._settled = SettledListener(dsn, kwargs, channels(self.schema)["settled"])
         await self._settled.start()
         return self._settled
 
