@@ -173,8 +173,11 @@ async def test_a_worker_killed_during_a_resumed_run_repeats_no_completed_task(
             node = NodeSdk(node_root, app.server.url, env.api_key, ENDPOINT_ID)
             await register(app.api, await stack.enter_async_context(node.endpoint()))
             await indexed(app.jobs, "node-resumed")
+            # The endpoint goes on serving the killed worker's request; the slow step outlasts
+            # the 3 s lease well, so the run's next execution arrives while that step still
+            # runs, never in the instant the old request moves on to the last step.
             test = await app.api.post(
-                "/api/v1/jobs/node-resumed/test", json={"payload": {"slowMs": 3000}}
+                "/api/v1/jobs/node-resumed/test", json={"payload": {"slowMs": 8000}}
             )
             run_id = test.json()["runId"]
 
