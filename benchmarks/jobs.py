@@ -3,13 +3,15 @@ against a Python SDK endpoint until every one is terminal, for a job without io 
 three io.run_task steps (each step a task created and completed through the API).
 
     uv run python benchmarks/jobs.py [--runs 1000] [--clients 16] [--concurrency 20]
+        [--job 'no io'] [--workers N]
 
 Everything runs on 127.0.0.1, on DATABASE_URL or the embedded PostgreSQL, in a throwaway
-schema: the API under uvicorn and a worker in this process, the endpoint (benchmarks/
-endpoint.py) in its own, the load generator in a third. Submissions/s counts accepted POST
-/api/v1/jobs/<job>/test requests; runs/s counts runs reaching a terminal status, from the first
-submission; latency is each run's submission to SUCCESS, by the database's clock. Prints
-figures; asserts nothing.
+schema: the API under uvicorn in this process, and the service's worker too, or with
+`--workers N` in N processes of `kongflow serve --no-api` (each with --concurrency slots);
+the endpoint (benchmarks/endpoint.py) in its own process, the load generator in another.
+Submissions/s counts accepted POST /api/v1/jobs/<job>/test requests; runs/s counts runs reaching
+a terminal status, from the first submission; latency is each run's submission to SUCCESS, by
+the database's clock. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -51,7 +53,14 @@ async def main() -> None:
     parser.add_argument(
         "--alone", type=int, default=50, help="runs submitted one at a time, for latency"
     )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="worker processes (0: in the API's process)"
+    )
+    parser.add_argument(
+        "--job", choices=sorted(JOBS), action="append", help="only this job (repeatable)"
+    )
     args = parser.parse_args()
+    jobs_to_run = {label: JOBS[label] for label in args.job or JOBS}
     url = embedded.resolve_database_url()
     schema = f"bench_{secrets.token_hex(4)}"
     jobs = JobsService(
@@ -62,7 +71,7 @@ async def main() -> None:
         poll_interval=0.2,
     )
     try:
-        await jobs.start()
+        await (jobs.open() if args.workers else jobs.start())
         env = await jobs.environments.ensure("bench", "bench")
         async with (
             BackgroundServer(create_app(jobs)) as api_server,
@@ -72,16 +81,18 @@ async def main() -> None:
                 timeout=60,
             ) as api,
         ):
-            with endpoint_process(env.api_key, api_server.url) as endpoint_url:
+            with (
+                worker_processes(url, schema, args.workers, args.concurrency),
+                endpoint_process(env.api_key, api_server.url) as endpoint_url,
+            ):
                 response = await api.post(
                     "/api/v1/endpoints", json={"name": "bench-app", "url": endpoint_url}
                 )
                 response.raise_for_status()
                 figures = {}
-                for label, job in JOBS.items():
+                for label, job in jobs_to_run.items():
                     await until_indexed(api, job)
-                    assert jobs.queue.worker is not None
-                    await jobs.queue.worker.drain()
+                    await idle(jobs)
                     alone = await one_at_a_time(jobs, api, job, args.alone)
                     figures[label] = await measure(jobs, api, job, args.runs, args.clients)
                     figures[label]["one run alone: to SUCCESS p50 / p95"] = alone
@@ -96,6 +107,42 @@ async def main() -> None:
     for name in next(iter(figures.values())):
         table.add_row(name, *(f[name] for f in figures.values()))
     Console().print(table)
+
+
+@contextmanager
+def worker_processes(url: str, schema: str, count: int, concurrency: int) -> Iterator[None]:
+    """`count` processes of `kongflow serve --no-api` on the benchmark's schema."""
+    env = os.environ | {
+        "DATABASE_URL": url,
+        "KONGFLOW_SCHEMA": schema,
+        "KONGFLOW_ALLOW_NETWORKS": "127.0.0.0/8",
+    }
+    command = [sys.executable, "-m", "kongflow", "serve", "--no-api"]
+    processes = [
+        subprocess.Popen([*command, "--concurrency", str(concurrency)], env=env)
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+
+async def idle(jobs: JobsService) -> None:
+    """Until the queue has no job left to run (the warm-up's, indexing's)."""
+    while True:
+        async with jobs.client.pool.connection() as conn:
+            cur = await conn.execute(
+                f'select count(*) from "{jobs.client.schema}".jobs'  # type: ignore[arg-type]
+                " where state in ('available', 'running')"
+            )
+            row = await cur.fetchone()
+        if row is not None and row[0] == 0:
+            return
+        await asyncio.sleep(0.05)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import pytest
 from kongflow.protocol import SIGNATURE_HEADER
 from kongflow.service.notifications import verify
 from kongflow.service.registry import Registry
-from kongflow.service.runs import TERMINAL
+from kongflow.service.runs import TERMINAL, execution_key
 from tests.support.jobs_stack import ENDPOINT_SLUG, Stack, jobs_stack, wait_until
 
 
@@ -116,18 +116,17 @@ async def test_an_invalid_payload_ends_the_run_as_invalid_payload(stack: Stack) 
 
 
 async def test_cancel_while_queued_means_it_never_executes(stack: Stack) -> None:
-    await stack.jobs.client.pause_queue("executions")  # runs stay before startRun
-    run_id = await stack.test("echo")
-    response = await stack.api.post(f"/api/v1/runs/{run_id}/cancel")
+    async with stack.no_worker():  # the run stays QUEUED
+        run_id = await stack.test("echo")
+        response = await stack.api.post(f"/api/v1/runs/{run_id}/cancel")
     assert response.status_code == 200
     assert response.json()["status"] == "CANCELED"
-    await stack.jobs.client.resume_queue("executions")
     assert stack.jobs.queue.worker is not None
     await stack.jobs.queue.worker.drain()
     run = await stack.run(run_id)
     assert run["status"] == "CANCELED"
     assert stack.endpoint.executions == 0
-    assert await stack.statuses(run_id) == ["PENDING", "CANCELED"]
+    assert await stack.statuses(run_id) == ["PENDING", "QUEUED", "CANCELED"]
 
 
 async def test_cancel_while_executing_keeps_canceled_when_the_result_comes(
@@ -446,17 +445,17 @@ async def test_an_output_postgresql_cannot_store_fails_the_run(stack: Stack) -> 
 
 
 async def test_a_run_whose_execution_died_is_failed_by_the_sweep(stack: Stack) -> None:
-    await stack.jobs.client.pause_queue("executions")
-    run_id = await stack.test("echo")
-    # The run was executing when its job failed for good (a worker killed on the last attempt),
-    # an hour ago.
-    await _last_changed_an_hour_ago(stack, run_id, status="EXECUTING")
-    await stack.jobs.execution.fail_stalled_runs(None, None)  # type: ignore[arg-type]
+    async with stack.no_worker():
+        run_id = await stack.test("echo")
+        # The run was executing when its job failed for good (a worker killed on the last
+        # attempt), an hour ago.
+        assert await stack.jobs.client.remove_job(execution_key(run_id)) is not None
+        await _last_changed_an_hour_ago(stack, run_id, status="EXECUTING")
+        await stack.jobs.execution.fail_stalled_runs(None, None)  # type: ignore[arg-type]
     run = await stack.run(run_id)
     assert run["status"] == "FAILURE"
     assert "its execution job no longer exists" in run["output"]["message"]
     # a run whose execution is alive is left alone
-    await stack.jobs.client.resume_queue("executions")
     gated = await stack.test("gate")
 
     await stack.executing(gated)

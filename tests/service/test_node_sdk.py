@@ -93,11 +93,10 @@ async def test_get_run_cancel_run_and_statuses_through_the_sdk(stack: Stack, nod
     assert run["completedAt"] is not None
     statuses = await node.call("getRunStatuses", done)
     assert (statuses["run"]["status"], statuses["statuses"]) == ("SUCCESS", [])
-    await stack.jobs.client.pause_queue("executions")  # the next run waits before it starts
-    waiting = (await node.call("invokeJob", "node-invoked", json.dumps({})))["id"]
-    cancelled = await node.call("cancelRun", waiting)
+    async with stack.no_worker():  # the next run waits before it starts
+        waiting = (await node.call("invokeJob", "node-invoked", json.dumps({})))["id"]
+        cancelled = await node.call("cancelRun", waiting)
     assert (cancelled["id"], cancelled["status"], cancelled["tasks"]) == (waiting, "CANCELED", [])
-    await stack.jobs.client.resume_queue("executions")
     assert (await stack.run(waiting))["status"] == "CANCELED"
 
 

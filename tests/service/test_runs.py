@@ -1,4 +1,5 @@
-"""TestJob and startRun: one transaction, run numbers under concurrency, status history."""
+"""TestJob: event, run and execution in one transaction, run numbers under concurrency, status
+history; and startRun, for the runs an earlier kongflow created PENDING."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from kongflow.service.catalog import TRIGGER_CATALOG, StartRun
 from kongflow.service.database import Database
 from kongflow.service.outbound import UrlRefused
 from kongflow.service.registry import Registry
-from kongflow.service.runs import JobNotFoundError, RunService
+from kongflow.service.runs import JobNotFoundError, RunService, execution_key
 from kongflow.service.schema import ALL_COMPONENTS
 from kongflow.typed import WorkerQueue
 from tests.support.helpers import count_jobs
@@ -71,15 +72,19 @@ async def setup(database_url: str, schema: str) -> AsyncIterator[Setup]:
         await queue.stop()
 
 
-async def test_test_job_creates_event_run_and_start_job_together(setup: Setup) -> None:
+async def test_test_job_creates_event_and_queued_run_with_its_execution_together(
+    setup: Setup,
+) -> None:
     queued = await setup.runs.test_job(setup.env, "send-welcome", {"userId": 7})
     assert queued.status == "queued"
     assert queued.event_id.startswith("test:user.created:")
     run = await setup.runs.get_run(setup.env, queued.run_id)
     assert run is not None
-    assert (run.status, run.is_test, run.number) == ("PENDING", True, None)
-    assert [s.status for s in run.statuses] == ["PENDING"]
-    assert await count_jobs(setup.client, "task_identifier = 'startRun'") == 1
+    assert (run.status, run.is_test, run.number) == ("QUEUED", True, 1)
+    assert run.queued_at is not None
+    assert [s.status for s in run.statuses] == ["PENDING", "QUEUED"]
+    assert await count_jobs(setup.client, "task_identifier = 'performRunExecution'") == 1
+    assert await count_jobs(setup.client, "task_identifier = 'startRun'") == 0
 
 
 async def test_test_job_for_an_unknown_job_leaves_nothing(setup: Setup) -> None:
@@ -94,13 +99,10 @@ async def test_test_job_for_an_unknown_job_leaves_nothing(setup: Setup) -> None:
     assert await count_jobs(setup.client) == 0
 
 
-async def test_start_run_numbers_runs_and_queues_their_execution(setup: Setup) -> None:
+async def test_concurrent_tests_number_runs_and_queue_their_executions(setup: Setup) -> None:
     queued = await asyncio.gather(
         *(setup.runs.test_job(setup.env, "send-welcome") for _ in range(20))
     )
-    await setup.runs.queue.start()
-    assert setup.runs.queue.worker is not None
-    await setup.runs.queue.worker.drain()
     numbers = []
     for q in queued:
         run = await setup.runs.get_run(setup.env, q.run_id)
@@ -109,7 +111,36 @@ async def test_start_run_numbers_runs_and_queues_their_execution(setup: Setup) -
         assert [s.status for s in run.statuses] == ["PENDING", "QUEUED"]
         numbers.append(run.number)
     assert sorted(numbers) == list(range(1, 21))
+    await setup.runs.queue.start()
+    assert setup.runs.queue.worker is not None
+    await setup.runs.queue.worker.drain()
     assert sorted(setup.executions) == sorted(q.run_id for q in queued)
+
+
+async def test_start_run_queues_a_run_an_earlier_kongflow_created_pending(setup: Setup) -> None:
+    queued = await setup.runs.test_job(setup.env, "send-welcome")
+    s = f'"{setup.client.schema}"'
+    async with setup.client.pool.connection() as conn:  # the run as it was created before
+        await conn.execute(
+            f"update {s}.job_runs set status = 'PENDING', number = null, queued_at = null"  # type: ignore[arg-type]
+            " where id = %s",
+            (queued.run_id,),
+        )
+        await conn.execute(
+            f"delete from {s}.run_status_history where run_id = %s and status = 'QUEUED'",  # type: ignore[arg-type]
+            (queued.run_id,),
+        )
+    assert await setup.client.remove_job(execution_key(queued.run_id)) is not None
+    await setup.runs.queue.open()
+    await setup.runs.queue.enqueue(StartRun(id=queued.run_id))
+    await setup.runs.queue.start()
+    assert setup.runs.queue.worker is not None
+    await setup.runs.queue.worker.drain()
+    run = await setup.runs.get_run(setup.env, queued.run_id)
+    assert run is not None
+    assert (run.status, run.number) == ("QUEUED", 2)
+    assert [s.status for s in run.statuses] == ["PENDING", "QUEUED"]
+    assert setup.executions == [queued.run_id]
 
 
 async def test_runs_of_another_environment_are_not_visible(setup: Setup) -> None:
@@ -120,9 +151,6 @@ async def test_runs_of_another_environment_are_not_visible(setup: Setup) -> None
 
 async def test_cancel_removes_the_pending_execution_and_is_final(setup: Setup) -> None:
     queued = await setup.runs.test_job(setup.env, "send-welcome")
-    await setup.runs.queue.open()
-    # start the run by hand so that its execution is queued but not run
-    await setup.runs.start_run(StartRun(id=queued.run_id), None)  # type: ignore[arg-type]
     assert await count_jobs(setup.client, "task_identifier = 'performRunExecution'") == 1
 
     cancelled = await setup.runs.cancel_run(setup.env, queued.run_id)

@@ -181,6 +181,17 @@ class Stack:
             )
             return [(str(slug), str(status)) for slug, status in await cur.fetchall()]
 
+    @asynccontextmanager
+    async def no_worker(self) -> AsyncIterator[None]:
+        """The service's worker stopped meanwhile (runs stay QUEUED), and started again after."""
+        assert self.jobs.queue.worker is not None
+        await self.jobs.queue.worker.stop()
+        self.jobs.queue.worker = None
+        try:
+            yield
+        finally:
+            await self.jobs.queue.start()
+
     async def test(self, job: str, payload: Any = None) -> str:
         body = {} if payload is None else {"payload": payload}
         response = await self.api.post(f"/api/v1/jobs/{job}/test", json=body)

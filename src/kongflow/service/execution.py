@@ -51,6 +51,7 @@ from kongflow.protocol import (
 from kongflow.service.catalog import PerformRunExecution, ResumeTask, RunFinished
 from kongflow.service.database import Database
 from kongflow.service.endpoint_api import EndpointApi
+from kongflow.service.notifications import subscription_event
 from kongflow.service.outbound import (
     Answer,
     MiB,
@@ -174,30 +175,31 @@ class RunExecution:
             taken = await self._take_tasks(tx, run, outcome)
             outcome = replace(taken, subscriptions=outcome.subscriptions)
             status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
-            await tx.conn.execute(
-                self._sql.finish_execution,
-                {
-                    "id": run.id,
-                    "status": status,
-                    "output": Jsonb(outcome.output) if outcome.output is not None else None,
-                    "terminal": outcome.terminal and not outcome.retry,
-                    "duration_ms": duration_ms,
-                },
-            )
-            await self.runs.record_status(tx.conn, run.id, status, outcome.output)
             for event in outcome.subscriptions:
                 await tx.conn.execute(
                     self._sql.insert_subscription, (run.id, run.endpoint_url, event, "ENDPOINT")
                 )
+            async with tx.conn.cursor(row_factory=scalar_row) as cur:
+                await cur.execute(
+                    self._sql.finish_execution,
+                    {
+                        "id": run.id,
+                        "status": status,
+                        "output": Jsonb(outcome.output) if outcome.output is not None else None,
+                        "terminal": status in TERMINAL,
+                        "duration_ms": duration_ms,
+                        "closed": "CANCELED" if status in ("SUCCESS", "TIMED_OUT") else "ERRORED",
+                        "event": subscription_event(status),
+                    },
+                )
+                subscribed: bool | None = await cur.fetchone()
             if outcome.reexecute:
                 await tx.enqueue(
                     PerformRunExecution(id=run.id),
                     job_key=execution_key(run.id),
                     run_at=outcome.reexecute_at,
                 )
-            if status in TERMINAL:
-                closed = "ERRORED" if status not in ("SUCCESS", "TIMED_OUT") else "CANCELED"
-                await tx.conn.execute(self._sql.close_open_tasks, (closed, run.id))
+            if subscribed:  # a run nobody waits to hear of needs no runFinished job
                 await tx.enqueue(RunFinished(id=run.id))
 
     async def _give_up(self, tx: Transaction, run: RunContext) -> None:
@@ -293,7 +295,6 @@ class RunExecution:
             assert begun is not None
             executed_before = run.execution_count > 0
             run = replace(run, started_at=begun.started_at, execution_count=begun.execution_count)
-            await self.runs.record_status(tx.conn, run_id, "EXECUTING")
             cache, noops = await self.tasks.execution_cache(
                 tx.conn, run_id, executed_before=executed_before
             )

@@ -97,7 +97,7 @@ class RunService:
     async def test_job(
         self, environment: Environment, job_slug: str, payload: Json = None
     ) -> QueuedRun:
-        """TestJob: a test event, a PENDING run and its `startRun` job, all or nothing."""
+        """TestJob: a test event and a queued run with its execution job, all or nothing."""
         async with self.queue.transaction() as tx:
             version = await self._latest_version(tx.conn, environment, job_slug)
             # trigger.dev's test event id, test:<event>:<ms>; two tests in one millisecond
@@ -218,30 +218,32 @@ class RunService:
         is_test: bool = False,
         idempotency_key: str | None = None,
     ) -> str:
-        """A PENDING run of this job version for this event, and its `startRun` job."""
+        """A run of this job version for this event, queued at once: PENDING -> QUEUED with
+        the job's next run number, and its execution enqueued, in the caller's transaction."""
         async with tx.conn.cursor(row_factory=scalar_row) as cur:
             await cur.execute(
-                self._sql.insert_run,
-                (
-                    version.job_id,
-                    version.version_id,
-                    environment.id,
-                    version.endpoint_id,
-                    event_record_id,
-                    is_test,
-                    idempotency_key,
-                ),
+                self._sql.create_run,
+                {
+                    "job_id": version.job_id,
+                    "version_id": version.version_id,
+                    "environment_id": environment.id,
+                    "endpoint_id": version.endpoint_id,
+                    "event_id": event_record_id,
+                    "is_test": is_test,
+                    "idempotency_key": idempotency_key,
+                },
             )
             run_id: str | None = await cur.fetchone()
         assert run_id is not None
-        await self.record_status(tx.conn, run_id, "PENDING")
-        await tx.enqueue(StartRun(id=run_id))
+        await tx.enqueue(PerformRunExecution(id=run_id), job_key=execution_key(run_id))
         return run_id
 
     # -- the run's life ----------------------------------------------------------------------
 
     async def start_run(self, payload: StartRun, job: RunningJob) -> None:
-        """PENDING -> QUEUED with the job's next run number, and queue the execution."""
+        """PENDING -> QUEUED with the job's next run number, and queue the execution: for the
+        `startRun` jobs of runs created PENDING by an earlier kongflow (runs are now queued as
+        they are created), still in the queue when it was upgraded."""
         async with self.queue.transaction() as tx:
             async with tx.conn.cursor(row_factory=class_row(RunState)) as cur:
                 await cur.execute(self._sql.run_for_start, (payload.id,))

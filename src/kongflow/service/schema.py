@@ -1,8 +1,8 @@
 """The jobs service's migrations, applied after the engine's.
 
-Its migrations hold tables, indexes and data changes. It has no SQL functions or views today; any
-it gets go to `kongflow.service.definitions`, one current definition each (see
-`kongflow.engine.migrate`), applied after the engine's. Its Python-side statements are in
+Its migrations hold tables, indexes and data changes; its functions and triggers are in
+`kongflow.service.definitions`, one current definition each (see `kongflow.engine.migrate`),
+applied after the engine's. Its Python-side statements are in
 `kongflow.service.sql`."""
 
 from __future__ import annotations

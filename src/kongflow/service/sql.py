@@ -44,7 +44,7 @@ class JobsSQL:
     # runs
     lock_idempotency_key: str
     run_by_idempotency_key: str
-    insert_run: str
+    create_run: str
     run_for_event: str
     run_for_start: str
     next_run_number: str
@@ -297,10 +297,18 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"select r.id, ev.event_id, r.status, j.slug as job_slug {run_from}"
             " where r.environment_id = %s and r.idempotency_key = %s"
         ),
-        insert_run=(
-            f"insert into {s}.job_runs (job_id, version_id, environment_id, endpoint_id,"
-            " event_id, is_test, idempotency_key) values (%s, %s, %s, %s, %s, %s, %s)"
-            " returning id"
+        # A run is created PENDING and queued in the same statement, both statuses kept as
+        # history (in that order: the history's ids are its order). Its number is assigned
+        # when the transaction commits (`_number_run`).
+        create_run=(
+            f"with run as (insert into {s}.job_runs (job_id, version_id, environment_id,"
+            " endpoint_id, event_id, is_test, idempotency_key, status, queued_at)"
+            " values (%(job_id)s, %(version_id)s, %(environment_id)s, %(endpoint_id)s,"
+            " %(event_id)s, %(is_test)s, %(idempotency_key)s, 'QUEUED', now()) returning id),"
+            f" history as (insert into {s}.run_status_history (run_id, status)"
+            " select run.id, h.status from run,"
+            " (values (1, 'PENDING'), (2, 'QUEUED')) h (n, status) order by h.n)"
+            " select id from run"
         ),
         run_for_event=(f"select id from {s}.job_runs where event_id = %s and version_id = %s"),
         run_for_start=f"select id, job_id, status from {s}.job_runs where id = %s for update",
@@ -332,17 +340,32 @@ def jobs_sql(schema: str) -> JobsSQL:
         # Everything an execution request or a run notification needs, in one row.
         run_context=run_context,
         lock_run_context=run_context + " for update of r",
+        # EXECUTING, counted, and kept as history, in one statement.
         begin_execution=(
-            f"update {s}.job_runs set status = 'EXECUTING', updated_at = now(),"
+            f"with begun as (update {s}.job_runs set status = 'EXECUTING', updated_at = now(),"
             " started_at = coalesce(started_at, now()), execution_count = execution_count + 1"
-            " where id = %s returning started_at, execution_count"
+            " where id = %s returning id, started_at, execution_count),"
+            f" history as (insert into {s}.run_status_history (run_id, status)"
+            " select id, 'EXECUTING' from begun)"
+            " select started_at, execution_count from begun"
         ),
-        # Only an executing run takes a result: a run cancelled meanwhile keeps CANCELED.
+        # Only an executing run takes a result: a run cancelled meanwhile keeps CANCELED. The
+        # status is kept as history, a run that ends closes its open tasks, and the answer says
+        # whether the outcome has subscribers still to hear of it.
         finish_execution=(
-            f"update {s}.job_runs set status = %(status)s, output = %(output)s,"
-            " completed_at = case when %(terminal)s then now() end,"
+            f"with finished as (update {s}.job_runs set status = %(status)s,"
+            " output = %(output)s, completed_at = case when %(terminal)s then now() end,"
             " execution_duration_ms = execution_duration_ms + %(duration_ms)s,"
-            " updated_at = now() where id = %(id)s and status = 'EXECUTING' returning id"
+            " updated_at = now() where id = %(id)s and status = 'EXECUTING' returning id),"
+            f" history as (insert into {s}.run_status_history (run_id, status, detail)"
+            " select id, %(status)s, %(output)s from finished),"
+            f" closed as (update {s}.tasks set status = %(closed)s, completed_at = now()"
+            " where %(terminal)s and run_id = %(id)s"
+            " and status in ('PENDING', 'WAITING', 'RUNNING')"
+            " and exists (select from finished))"
+            f" select %(terminal)s and exists (select from {s}.run_subscriptions"
+            " where run_id = %(id)s and event = %(event)s and delivered_at is null)"
+            " from finished"
         ),
         finish_execution_early=(
             f"update {s}.job_runs set status = %(status)s, output = %(output)s,"
