@@ -1,6 +1,6 @@
-"""Job runs: how they are created (TestJob, invoke, event dispatch), started, cancelled and
-read. A run is created in the same transaction as its event and its `startRun` job, so a
-failure leaves nothing behind; every status change is kept as history."""
+"""Job runs: how they are created (TestJob, invoke, event dispatch), cancelled and read. A run
+is created queued, in the same transaction as its event and its execution job, so a failure
+leaves nothing behind; every status change is kept as history."""
 
 from __future__ import annotations
 
