@@ -23,7 +23,12 @@ from typing import Any
 import httpx
 import platformdirs
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from kongflow.api import BackgroundServer
 from kongflow.bloom import BloomFilter, murmur_hash3
 from kongflow.protocol import RUN_JOB_RESPONSE, RunJobBody
 from kongflow.sdk import (
@@ -557,3 +562,50 @@ def test_hooks_must_be_async() -> None:
         )
         async def run(payload: Any, io: IO, ctx: Context) -> None:
             return None
+
+
+# -- against a loopback API ----------------------------------------------------------------------
+
+
+async def test_executions_share_one_kept_alive_connection_to_the_api() -> None:
+    """Each execution used to make an HTTP client of its own, tens of milliseconds each (its TLS
+    context), and a new connection: the endpoint keeps one client, and its connections."""
+    peers: list[tuple[str, int]] = []
+
+    async def tasks(request: Request) -> JSONResponse:
+        client = request.client
+        assert client is not None
+        peers.append((client.host, client.port))
+        body = await request.json()
+        done = request.url.path.endswith("/complete")
+        return JSONResponse(
+            {
+                "id": f"task-{len(peers)}",
+                "name": "step",
+                "noop": False,
+                "status": "COMPLETED" if done else "RUNNING",
+                "idempotencyKey": body.get("idempotencyKey", "k"),
+                "attempts": 1,
+                "output": body.get("output"),
+            }
+        )
+
+    api = Starlette(
+        routes=[
+            Route("/api/v1/runs/{run}/tasks", tasks, methods=["POST"]),
+            Route("/api/v1/runs/{run}/tasks/{task}/complete", tasks, methods=["POST"]),
+        ]
+    )
+    async with BackgroundServer(api) as server:
+        endpoint = Endpoint("app", API_KEY, api_url=server.url)
+
+        @endpoint.job(id="step", name="Step", version="1", trigger=event_trigger("step"))
+        async def step(payload: Any, io: IO, ctx: Context) -> Any:
+            return await io.run_task("one", lambda task: asyncio.sleep(0, "done"))
+
+        for _ in range(3):
+            answer = await endpoint.execute(endpoint.jobs["step"], body_for("step"))
+            assert answer.wire()["status"] == "SUCCESS"
+        await endpoint.aclose()
+    assert len(peers) == 6  # a create and a complete per execution
+    assert len(set(peers)) == 1

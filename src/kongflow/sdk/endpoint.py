@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
 import json
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import httpx
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from starlette.applications import Starlette
@@ -41,7 +44,7 @@ from kongflow.protocol import (
     SchemaError,
     Wire,
 )
-from kongflow.sdk.api import ApiClient, api_url_from_env
+from kongflow.sdk.api import ApiClient, api_url_from_env, new_http_client
 from kongflow.sdk.context import IO, Context
 from kongflow.sdk.flow import ControlFlow, task_state
 from kongflow.sdk.io import TaskError, describe_error
@@ -166,15 +169,38 @@ class Endpoint:
         self._api_key_text = api_key
         self._api_key = api_key.encode()
         self._jobs: dict[str, Job] = {}
+        self._http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
         self.store = EndpointStores(self.api_client)
         self.app = Starlette(
             routes=[Route("/", self.handle_request, methods=_METHODS)],
             exception_handlers={HTTPException: _http_error},
+            lifespan=self._lifespan,
         )
 
     def api_client(self) -> ApiClient:
-        """A new client of the API (close it with `aclose()`, or use it as a context)."""
-        return ApiClient(self.api_url, self._api_key_text)
+        """A client of the API (close it with `aclose()`, or use it as a context), sending
+        through the endpoint's one HTTP client of this event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside a loop: a client of its own, made when first used
+            return ApiClient(self.api_url, self._api_key_text)
+        if self._http is None or self._http[0] is not loop:
+            self._http = (loop, new_http_client())  # a client is bound to its loop
+        return ApiClient(self.api_url, self._api_key_text, http=self._http[1])
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP client (`endpoint.app` does at shutdown)."""
+        if self._http is not None:
+            _, http = self._http
+            self._http = None
+            await http.aclose()
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self.aclose()
 
     @property
     def jobs(self) -> Mapping[str, Job]:
