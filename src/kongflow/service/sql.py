@@ -69,6 +69,7 @@ class JobsSQL:
     # io tasks
     run_for_task: str
     insert_task: str
+    insert_task_of_open_run: str
     task_by_key: str
     restart_task: str
     lock_task: str
@@ -155,6 +156,21 @@ def jobs_sql(schema: str) -> JobsSQL:
         f" join {s}.job_versions v on v.id = r.version_id"
         f" join {s}.event_records ev on ev.id = r.event_id"
     )
+    task_insert = (
+        f"insert into {s}.tasks (run_id, idempotency_key, display_key, name, icon,"
+        " description, status, noop, params, properties, style, operation, parent_id,"
+        " parallel, delay_until, error, output, started_at, completed_at)"
+        " select %(run_id)s, %(key)s, %(display_key)s, %(name)s, %(icon)s, %(description)s,"
+        " %(status)s, %(noop)s, %(params)s, %(properties)s, %(style)s, %(operation)s,"
+        " %(parent_id)s, %(parallel)s, %(delay_until)s, %(error)s, %(output)s, now(),"
+        " case when %(status)s in ('COMPLETED', 'CANCELED', 'ERRORED') then now() end"
+    )
+    # a parent from another run is refused, as if there were none
+    parent_of_run = (
+        " (%(parent_id)s::text is null or exists (select 1 from"
+        f" {s}.tasks p where p.id = %(parent_id)s and p.run_id = %(run_id)s))"
+    )
+    task_conflict = f" on conflict (run_id, idempotency_key) do nothing returning {_TASK_COLUMNS}"
     run_context = (
         f"select {_RUN_COLUMNS}, r.environment_id, ev.id as event_record_id,"
         " ev.name as event_name, ev.payload as event_payload,"
@@ -390,18 +406,14 @@ def jobs_sql(schema: str) -> JobsSQL:
         run_for_task=(
             f"select status from {s}.job_runs where id = %s and environment_id = %s for share"
         ),
-        insert_task=(
-            f"insert into {s}.tasks (run_id, idempotency_key, display_key, name, icon,"
-            " description, status, noop, params, properties, style, operation, parent_id,"
-            " parallel, delay_until, error, output, started_at, completed_at)"
-            " select %(run_id)s, %(key)s, %(display_key)s, %(name)s, %(icon)s, %(description)s,"
-            " %(status)s, %(noop)s, %(params)s, %(properties)s, %(style)s, %(operation)s,"
-            " %(parent_id)s, %(parallel)s, %(delay_until)s, %(error)s, %(output)s, now(),"
-            " case when %(status)s in ('COMPLETED', 'CANCELED', 'ERRORED') then now() end"
-            # a parent from another run is refused, as if there were none
-            " where %(parent_id)s::text is null or exists (select 1 from"
-            f" {s}.tasks p where p.id = %(parent_id)s and p.run_id = %(run_id)s)"
-            f" on conflict (run_id, idempotency_key) do nothing returning {_TASK_COLUMNS}"
+        insert_task=task_insert + " where" + parent_of_run + task_conflict,
+        # The common case in one statement: a new task of an open run of the environment,
+        # under the run's share lock (nothing when the run is over or not the environment's,
+        # the key is taken, or the parent is another run's: the caller looks closer).
+        insert_task_of_open_run=(
+            f"with run as (select id from {s}.job_runs where id = %(run_id)s"
+            " and environment_id = %(environment_id)s and status <> all(%(terminal)s)"
+            f" for share) {task_insert} from run where{parent_of_run}{task_conflict}"
         ),
         task_by_key=(
             f"select {_TASK_COLUMNS} from {s}.tasks where run_id = %s and idempotency_key = %s"
@@ -422,7 +434,11 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"update {s}.tasks set status = 'COMPLETED', output = %(output)s,"
             " output_properties = coalesce(%(properties)s, output_properties),"
             " completed_at = now() where id = %(id)s and run_id = %(run_id)s"
-            f" and status not in ('COMPLETED', 'ERRORED', 'CANCELED') returning {_TASK_COLUMNS}"
+            " and status not in ('COMPLETED', 'ERRORED', 'CANCELED')"
+            # the environment's run only, when the API asks
+            " and (%(environment_id)s::text is null or exists (select 1 from"
+            f" {s}.job_runs r where r.id = %(run_id)s and r.environment_id = %(environment_id)s))"
+            f" returning {_TASK_COLUMNS}"
         ),
         fail_task=(
             f"update {s}.tasks set status = 'ERRORED', output = %(output)s,"

@@ -89,6 +89,11 @@ class TaskService:
         (with its operation queued, if kongflow performs it). None if the environment has no
         such run."""
         async with self.queue.transaction() as tx:
+            task = await self._insert_into_open_run(tx.conn, environment, run_id, new)
+            if task is not None:
+                if task.status == "RUNNING" and task.operation in FETCH_OPERATIONS:
+                    await self.queue_operation(tx, task)
+                return task
             async with tx.conn.cursor(row_factory=scalar_row) as cur:
                 await cur.execute(self._sql.run_for_task, (run_id, environment.id))
                 run_status: str | None = await cur.fetchone()
@@ -126,10 +131,12 @@ class TaskService:
         """COMPLETED with its output; a finished task is returned as it is. None if the run
         has no such task."""
         async with self.database.connection() as conn:
-            task = await self._lock(conn, environment, run_id, task_id)
-            if task is None or task.status in FINISHED:
-                return task
-            return await self.complete(conn, run_id, task_id, output, properties)
+            task = await self.complete(
+                conn, run_id, task_id, output, properties, environment_id=environment.id
+            )
+            if task is None:  # finished already, or not a task of the environment's run
+                task = await self._lock(conn, environment, run_id, task_id)
+            return task
 
     async def fail_task(
         self, environment: Environment, run_id: str, task_id: str, error: dict[str, Any]
@@ -142,10 +149,17 @@ class TaskService:
             return await self.fail(conn, run_id, task_id, error)
 
     async def complete(
-        self, conn: Connection, run_id: str, task_id: str, output: Json, properties: Json = None
+        self,
+        conn: Connection,
+        run_id: str,
+        task_id: str,
+        output: Json,
+        properties: Json = None,
+        *,
+        environment_id: str | None = None,
     ) -> Task | None:
         """COMPLETED with `output` (the SDK's completion, or the one an auto-yield carries);
-        None if the run has no such open task."""
+        None if the run (of `environment_id`, if given) has no such open task."""
         async with conn.cursor(row_factory=class_row(Task)) as cur:
             await cur.execute(
                 self._sql.complete_task,
@@ -154,6 +168,7 @@ class TaskService:
                     "run_id": run_id,
                     "output": _jsonb(output),
                     "properties": _jsonb(properties),
+                    "environment_id": environment_id,
                 },
             )
             return await cur.fetchone()
@@ -298,6 +313,18 @@ class TaskService:
             "error": error,
             "output": Jsonb({"message": error}) if error is not None else None,
         }
+
+    async def _insert_into_open_run(
+        self, conn: Connection, environment: Environment, run_id: str, new: NewTask
+    ) -> Task | None:
+        """A new task of a run still open, in one statement; None if that is not the case
+        (the run is over or not the environment's, the key is taken, a foreign parent)."""
+        status, error = self._initial_status(new, "EXECUTING")
+        params = self._insert_params(run_id, new, status, error)
+        params |= {"environment_id": environment.id, "terminal": sorted(TERMINAL)}
+        async with conn.cursor(row_factory=class_row(Task)) as cur:
+            await cur.execute(self._sql.insert_task_of_open_run, params)
+            return await cur.fetchone()
 
     async def _restart(self, conn: Connection, task: Task, new: NewTask) -> Task | None:
         status, _ = self._initial_status(new, "EXECUTING")
