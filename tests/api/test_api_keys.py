@@ -3,13 +3,18 @@ without their password."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import pytest
 from typer.testing import CliRunner
 
+from kongflow import Client
 from kongflow.cli import app
 from kongflow.cli.env import parse_duration
+from kongflow.service.environments import KEY_MEMORY_SECONDS, EnvironmentService
+from kongflow.service.schema import ALL_COMPONENTS
 from kongflow.settings import mask_url
 from tests.api.test_api_hardening import api_stack
 
@@ -81,3 +86,17 @@ def test_an_unreachable_database_is_reported_without_its_password() -> None:
     assert out.exit_code == 1
     assert "hunter2" not in out.output
     assert "kong:***@127.0.0.1:9" in out.output
+
+
+async def test_a_key_another_process_revokes_is_refused_once_forgotten(
+    database_url: str, schema: str
+) -> None:
+    async with api_stack(database_url, schema) as api:
+        assert (await api.http.get("/api/v1/endpoints")).status_code == 200  # remembered now
+        # `kongflow env revoke` in another process: this API's memory of the key is not told.
+        async with Client(database_url, schema=schema, components=ALL_COMPONENTS) as client:
+            await EnvironmentService(client).revoke(api.env)
+        deadline = time.monotonic() + KEY_MEMORY_SECONDS + 5
+        while (await api.http.get("/api/v1/endpoints")).status_code != 401:
+            assert time.monotonic() < deadline, "the revoked key was still taken"
+            await asyncio.sleep(0.2)

@@ -3,7 +3,11 @@ is read (an unauthenticated client cannot make the server read megabytes), and i
 in full, counting the bytes actually received (chunked bodies included), refused over
 `MAX_BODY_BYTES` with 413, and refused with 400 if it is JSON nested deeper than
 `MAX_JSON_DEPTH` or malformed. Plain ASGI, so it costs nothing to requests it does not
-concern."""
+concern.
+
+Every request waits for a database connection at most `DATABASE_WAIT`, its key's lookup
+included: whether the key was looked up or remembered (`EnvironmentService.authenticate`), a
+database gone away is answered 503 at once rather than after the pool's own timeout."""
 
 from __future__ import annotations
 
@@ -17,16 +21,17 @@ from psycopg_pool import PoolTimeout
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kongflow.engine.pool import CONNECTION_WAIT
 from kongflow.service.environments import Environment
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 64
 API_PREFIX = "/api/"
 RETRY_AFTER_SECONDS = 2
-# How long a request may wait for the database to authenticate it: past this the database is
-# down (or hopelessly overloaded) and the client is told to retry, rather than kept waiting for
-# the pool's own timeout.
-AUTHENTICATE_TIMEOUT = 2.0
+# How long a request may wait for the database (a connection, its key's lookup): past this the
+# database is down (or hopelessly overloaded) and the client is told to retry, rather than kept
+# waiting for the pool's own timeout.
+DATABASE_WAIT = 2.0
 
 Authenticate = Callable[[str], Awaitable[Environment | None]]
 
@@ -77,6 +82,13 @@ class RequestGuard:
         if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
             await self.app(scope, receive, send)
             return
+        waiting = CONNECTION_WAIT.set(DATABASE_WAIT)
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            CONNECTION_WAIT.reset(waiting)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = await self._authenticate(scope, headers.get("authorization"))
         if refusal is None:
@@ -97,7 +109,7 @@ class RequestGuard:
                 "missing API key: send 'Authorization: Bearer <environment API key>'"
             )
         try:
-            async with asyncio.timeout(AUTHENTICATE_TIMEOUT):
+            async with asyncio.timeout(DATABASE_WAIT):
                 environment = await self.authenticate(key)
         except (psycopg.OperationalError, PoolTimeout, TimeoutError):
             return database_unavailable()

@@ -4,12 +4,23 @@
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from kongflow import embedded
+
+#: The longest a connection of kongflow's pools is waited for in this context (None: the pool's
+#: own timeout). The API bounds each request's wait with it, so that a database gone away is
+#: answered 503 at once rather than after the pool's 30 s.
+CONNECTION_WAIT: ContextVar[float | None] = ContextVar("kongflow_connection_wait", default=None)
+
+
+class _Pool(AsyncConnectionPool[Any]):
+    async def getconn(self, timeout: float | None = None) -> Any:
+        return await super().getconn(CONNECTION_WAIT.get() if timeout is None else timeout)
 
 
 async def open_pool(
@@ -28,7 +39,7 @@ async def open_pool(
     `prepared_statements=False` for a transaction-mode pooler (PgBouncer): a statement
     prepared on one server connection is not there when the next transaction lands on another."""
     url = await asyncio.to_thread(embedded.resolve_database_url, database_url)
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+    pool: AsyncConnectionPool[Any] = _Pool(
         url,
         min_size=min_size,
         max_size=max_size,

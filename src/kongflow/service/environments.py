@@ -10,6 +10,7 @@ import hmac
 import re
 import secrets
 import string
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -66,10 +67,19 @@ def check_slug(value: str, what: str) -> str:
     return value
 
 
+#: How long an accepted key is remembered (a request with it then costs no lookup). A key this
+#: service rotates or revokes is forgotten at once; one another process (`kongflow env
+#: revoke`) stops is refused here at most this much later.
+KEY_MEMORY_SECONDS = 5.0
+KEYS_REMEMBERED = 1024
+
+
 class EnvironmentService:
     def __init__(self, client: Client) -> None:
         self.client = client
         self._sql = jobs_sql(client.schema)
+        self._known: dict[str, tuple[float, Environment]] = {}  # key -> (until, environment)
+        self._generation = 0  # moves on whenever keys change, so no lookup from before is kept
 
     async def ensure(
         self,
@@ -125,6 +135,7 @@ class EnvironmentService:
             await conn.execute(
                 self._sql.set_api_key, (api_key, key_digest(api_key), environment.id)
             )
+        self._forget_keys()
         return RotatedKey(replace(environment, api_key=api_key), expires_at)
 
     async def find(
@@ -151,7 +162,24 @@ class EnvironmentService:
 
     async def authenticate(self, api_key: str) -> Environment | None:
         """The environment this key belongs to (its current key, or a rotated one still in its
-        grace period), or None."""
+        grace period), or None; remembered for `KEY_MEMORY_SECONDS`."""
+        known = self._known.get(api_key)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        generation = self._generation
+        environment = await self._look_up(api_key)
+        if environment is None or generation != self._generation:
+            return environment
+        if len(self._known) >= KEYS_REMEMBERED:
+            self._known.clear()
+        self._known[api_key] = (time.monotonic() + KEY_MEMORY_SECONDS, environment)
+        return environment
+
+    def _forget_keys(self) -> None:
+        self._generation += 1
+        self._known.clear()
+
+    async def _look_up(self, api_key: str) -> Environment | None:
         if not API_KEY.match(api_key or ""):
             return None
         digest = key_digest(api_key)
