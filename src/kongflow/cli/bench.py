@@ -65,7 +65,9 @@ def bench_command(
     plan: list[tuple[str, Measure]] = []
     if Shape.enqueue in shapes:
         plan += [
+            ("enqueue floor, 1 client", lambda p: bench.enqueue_floor(url, single, p)),
             ("enqueue, 1 client", lambda p: bench.enqueue_single(url, single, 1, p)),
+            ("enqueue pipelined, 1 client", lambda p: bench.enqueue_pipelined(url, single, p)),
             (
                 f"enqueue, {clients} clients",
                 lambda p: bench.enqueue_single(url, single, clients, p),

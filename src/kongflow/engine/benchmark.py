@@ -1,5 +1,6 @@
 """Benchmarks of the engine on any PostgreSQL, behind `kongflow bench`: enqueue (one job per
-transaction from one and several clients, and bulk), burn-down (pre-enqueued no-op jobs worked
+transaction from one and several clients, against the floor of a bare INSERT and COMMIT on one
+connection, and pipelined; and bulk), burn-down (pre-enqueued no-op jobs worked
 to completion by worker processes), steady state (jobs enqueued at a fixed rate, the delay from
 enqueue to handler start), and an idle worker's memory and CPU.
 
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from kongflow.engine.client import Client
 from kongflow.engine.models import JobSpec
+from kongflow.engine.statements import Statements
 from kongflow.engine.tasks import RunningJob
 
 Progress = Callable[[int, int], None]
@@ -74,6 +77,55 @@ async def enqueue_single(url: str, jobs: int, clients: int, progress: Progress) 
         elapsed = time.perf_counter() - started
     rate = per_client * clients / elapsed
     return Figure("enqueue", f"1 job/tx, {clients} client(s)", rate, "jobs/s")
+
+
+async def enqueue_floor(url: str, jobs: int, progress: Progress) -> Figure:
+    """What one client's add_job is bounded by: a bare INSERT of the same payload into a table
+    of its own, each its own transaction, on one connection (one round trip and a commit)."""
+    async with (
+        scratch_client(url) as client,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+    ):
+        table = f'"{client.schema}".floor'
+        await conn.execute(
+            f"create table {table} (id bigint generated always as identity primary key,"
+            " payload jsonb not null)"
+        )
+        insert = f"insert into {table} (payload) values (%s)"
+        started = time.perf_counter()
+        for i in range(jobs):
+            await conn.execute(insert, (Jsonb({"i": i}),))
+            if (i + 1) % 100 == 0:
+                progress(i + 1, jobs)
+        elapsed = time.perf_counter() - started
+    return Figure("enqueue", "floor: bare INSERT + COMMIT, 1 client", jobs / elapsed, "jobs/s")
+
+
+async def enqueue_pipelined(url: str, jobs: int, progress: Progress) -> Figure:
+    """add_job from one connection in pipeline mode: each job still its own transaction
+    (BEGIN, add_job, COMMIT), but sent without waiting for the one before (100 in flight)."""
+    async with (
+        scratch_client(url) as client,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
+    ):
+        statements = Statements(client.schema)
+        started = time.perf_counter()
+        async with conn.pipeline() as pipeline:
+            for i in range(jobs):
+                job = statements.add_job(
+                    "noop", {"i": i}, None, None, None, None, "replace", None, None, None
+                )
+                await conn.execute("begin")
+                await conn.execute(job.query, job.params)  # type: ignore[arg-type]
+                await conn.execute("commit")
+                if (i + 1) % 100 == 0:
+                    await pipeline.sync()
+                    progress(i + 1, jobs)
+        elapsed = time.perf_counter() - started
+        added = await _count(client, "select count(*) from {s}._jobs")
+    if added != jobs:
+        raise RuntimeError(f"the pipelined enqueue added {added} jobs of {jobs}")
+    return Figure("enqueue", "1 job/tx pipelined, 1 client", jobs / elapsed, "jobs/s")
 
 
 async def enqueue_bulk(url: str, jobs: int, chunk: int, progress: Progress) -> Figure:
