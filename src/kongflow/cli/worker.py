@@ -62,17 +62,16 @@ def _parse_limits(values: list[str]) -> dict[str, int]:
     return limits
 
 
-def _parse_rates(values: list[str]) -> dict[str, str]:
+def _parse_rates(values: list[str]) -> dict[str, RateLimit]:
     rates = {}
     for value in values:
         name, _, rate = value.rpartition("=")
         if not name or not rate:
             raise fail(f"--rate-limit takes NAME=RATE (e.g. 'emails=100/min'), got {value!r}")
         try:
-            RateLimit.parse(rate)
+            rates[name] = RateLimit.parse(rate)
         except ValueError as exc:
             raise fail(f"--rate-limit {value}: {exc}") from exc
-        rates[name] = rate
     return rates
 
 

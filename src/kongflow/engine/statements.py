@@ -50,7 +50,7 @@ class Statement(Generic[T]):
     enqueued: Callable[[list[Any]], EnqueuedCounts] | None = None
 
 
-def _jobs(rows: list[Job]) -> list[Job]:
+def _as_is(rows: list[Any]) -> list[Any]:
     return rows
 
 
@@ -117,7 +117,7 @@ class Statements:
         document = bulk_document(specs)
         query = self.sql.add_jobs if document is not None else None
         params = (document, preserve_run_at)
-        return Statement(query, params, _jobs, Job.row_factory, _jobs_enqueued)
+        return Statement(query, params, _as_is, Job.row_factory, _jobs_enqueued)
 
     def add_jobs_counted(self, specs: Iterable[JobSpec], preserve_run_at: bool) -> Statement[int]:
         """`add_jobs` answering only how many jobs were added or updated."""
@@ -131,13 +131,13 @@ class Statements:
         return self._jobs(self.sql.remove_job, (job_key,), _first)
 
     def complete_jobs(self, job_ids: Sequence[int]) -> Statement[list[Job]]:
-        return self._jobs(self.sql.complete_jobs, (checked_ids(job_ids),), _jobs)
+        return self._jobs(self.sql.complete_jobs, (checked_ids(job_ids),), _as_is)
 
     def permanently_fail_jobs(
         self, job_ids: Sequence[int], message: str | None
     ) -> Statement[list[Job]]:
         params = (checked_ids(job_ids), message)
-        return self._jobs(self.sql.permanently_fail_jobs, params, _jobs)
+        return self._jobs(self.sql.permanently_fail_jobs, params, _as_is)
 
     def reschedule_jobs(
         self,
@@ -155,7 +155,7 @@ class Statements:
             "attempts": check_int(attempts, "attempts", "", 0, 32767),
             "max_attempts": check_int(max_attempts, "max_attempts", "", 1, 32767),
         }
-        return self._jobs(self.sql.reschedule_jobs, params, _jobs)
+        return self._jobs(self.sql.reschedule_jobs, params, _as_is)
 
     def get_job(self, job_id: int) -> Statement[Job | None]:
         return self._jobs(self.sql.get_job, (job_id,), _first)
@@ -177,10 +177,10 @@ class Statements:
         self, *, state: str | None, task: str | None, queue: str | None, limit: int
     ) -> Statement[list[Job]]:
         params = {"state": state, "task": task, "queue": queue, "limit": limit}
-        return self._jobs(self.sql.list_jobs, params, _jobs)
+        return self._jobs(self.sql.list_jobs, params, _as_is)
 
     def queue_stats(self) -> Statement[list[dict[str, Any]]]:
-        return Statement(self.sql.queue_stats, None, _dicts, dict_row)
+        return Statement(self.sql.queue_stats, None, _as_is, dict_row)
 
     def force_unlock_workers(self, worker_ids: Sequence[str]) -> Statement[list[int]]:
         return Statement(self.sql.force_unlock_workers, (list(worker_ids),), _ids_of)
@@ -226,11 +226,7 @@ class Statements:
         return Statement(self.sql.dependency_results, (job_id,), dict)
 
     def unhandled_tasks(self) -> Statement[list[dict[str, Any]]]:
-        return Statement(self.sql.unhandled_tasks, None, _dicts, dict_row)
-
-
-def _dicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return rows
+        return Statement(self.sql.unhandled_tasks, None, _as_is, dict_row)
 
 
 def _workflow_run(rows: list[Any]) -> WorkflowRun:

@@ -83,11 +83,11 @@ class SyncClient(ClientBase[ConnectionPool[Any]]):
         self.close()
 
     def migrate(self) -> list[Migration]:
-        """Apply the pending migrations of this client's schema and components."""
-        with self.pool.connection() as conn:
-            return migrate_blocking(
-                conn.info.dsn, conn.info.password, self.schema, self._components
-            )
+        """Apply the pending migrations of this client's schema and components (on a connection
+        of its own to the same server: DDL outside any caller's transaction)."""
+        with self._connection() as conn:
+            dsn, password = conn.info.dsn, conn.info.password
+        return migrate_blocking(dsn, password, self.schema, self._components)
 
     def add_job(
         self,

@@ -12,8 +12,7 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from kongflow.engine.migrate import ENGINE_COMPONENT, Migration
-from kongflow.engine.sync_client import SyncClient, migrate_blocking
+from kongflow.engine.sync_client import SyncClient
 from kongflow.integrations.django.conf import kongflow_settings
 
 
@@ -27,13 +26,6 @@ class DjangoClient(SyncClient):
 
     def _connection(self) -> Any:
         return _django_connection(self.using)
-
-    def migrate(self) -> list[Migration]:
-        """Apply kongflow's pending migrations to Django's database (on a connection of its
-        own: DDL outside the caller's transaction)."""
-        with self._connection() as conn:
-            dsn, password = conn.info.dsn, conn.info.password
-        return migrate_blocking(dsn, password, self.schema, [ENGINE_COMPONENT])
 
 
 @cache
