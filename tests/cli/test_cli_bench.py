@@ -43,14 +43,17 @@ def test_bench_runs_every_shape_and_writes_json(database_url: str, tmp_path: Pat
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())["figures"]
     assert [f["shape"] for f in figures] == [
-        "enqueue",
-        "enqueue",
-        "enqueue",
+        "enqueue",  # floor: a bare INSERT
+        "enqueue",  # add_job, 1 client
+        "enqueue",  # pipelined
+        "enqueue",  # several clients
+        "enqueue",  # bulk
         "burn-down",
         "steady",
         "idle worker",
     ]
     assert all(f["value"] > 0 for f in figures)
-    steady = figures[4]["detail"]
+    assert figures[0]["setting"].startswith("floor")
+    steady = figures[6]["detail"]
     assert 0 < steady["p50"] <= steady["p95"] <= steady["p99"] <= steady["max"]
     assert "burn-down" in result.output and "jobs/s" in result.output
