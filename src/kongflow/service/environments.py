@@ -67,9 +67,10 @@ def check_slug(value: str, what: str) -> str:
     return value
 
 
-#: How long an accepted key is remembered (a request with it then costs no lookup). A key this
-#: service rotates or revokes is forgotten at once; one another process (`kongflow env
-#: revoke`) stops is refused here at most this much later.
+#: How long an environment's current key is remembered (a request with it then costs no
+#: lookup; a rotated key in its grace period is looked up every time). A key this service
+#: rotates or revokes is forgotten at once; one another process (`kongflow env revoke`) stops
+#: is refused here at most this much later.
 KEY_MEMORY_SECONDS = 5.0
 KEYS_REMEMBERED = 1024
 
@@ -167,9 +168,9 @@ class EnvironmentService:
         if known is not None and known[0] > time.monotonic():
             return known[1]
         generation = self._generation
-        environment = await self._look_up(api_key)
-        if environment is None or generation != self._generation:
-            return environment
+        environment, current = await self._look_up(api_key)
+        if environment is None or not current or generation != self._generation:
+            return environment  # a key in its grace period is looked up until it ends
         if len(self._known) >= KEYS_REMEMBERED:
             self._known.clear()
         self._known[api_key] = (time.monotonic() + KEY_MEMORY_SECONDS, environment)
@@ -179,9 +180,10 @@ class EnvironmentService:
         self._generation += 1
         self._known.clear()
 
-    async def _look_up(self, api_key: str) -> Environment | None:
+    async def _look_up(self, api_key: str) -> tuple[Environment | None, bool]:
+        """The key's environment, and whether the key is its current one."""
         if not API_KEY.match(api_key or ""):
-            return None
+            return None, False
         digest = key_digest(api_key)
         async with (
             self.client.pool.connection() as conn,
@@ -190,10 +192,12 @@ class EnvironmentService:
             await cur.execute(self._sql.environment_by_key_hash, (digest,))
             environment: Environment | None = await cur.fetchone()
             if environment is not None:
-                return environment if hmac.compare_digest(environment.api_key, api_key) else None
+                if hmac.compare_digest(environment.api_key, api_key):
+                    return environment, True
+                return None, False
             await cur.execute(self._sql.environment_by_retired_key_hash, (digest,))
             retired: Environment | None = await cur.fetchone()
-        return retired
+        return retired, False
 
 
 def _environment_slug(organization: str, project: str, environment_type: str) -> str:
