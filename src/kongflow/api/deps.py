@@ -12,7 +12,8 @@ from kongflow.service.environments import Environment
 from kongflow.service.service import JobsService
 
 
-def _jobs(request: Request) -> JobsService:
+async def _jobs(request: Request) -> JobsService:
+    # async: FastAPI runs a plain `def` dependency in a thread, a hop on every request
     jobs: JobsService = request.app.state.jobs
     return jobs
 

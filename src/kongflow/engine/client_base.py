@@ -4,9 +4,11 @@ and how a statement's rows become its answer (counted in metrics when it enqueue
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kongflow.engine.migrate import ENGINE_COMPONENT
+from kongflow.engine.models import JobKeyMode
 from kongflow.engine.statements import Statement, Statements
 from kongflow.settings import env_schema, validate_schema
 
@@ -56,6 +58,39 @@ class ClientBase(Generic[P]):
         if self._pool is None:
             raise RuntimeError(f"the client is not open: {self._how_to_open}")
         return self._pool
+
+    def add_job_call(
+        self,
+        identifier: str,
+        payload: Any = None,
+        *,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        job_key: str | None = None,
+        job_key_mode: JobKeyMode = "replace",
+        priority: int | None = None,
+        flags: Sequence[str] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """`add_job` as an SQL expression and its parameters, checked as `add_job` checks
+        them, to enqueue inside a statement of one's own (`select <call> from <the rows it is
+        for>`, so that it runs only if they are there): one round trip where a transaction
+        would take four. The parameters are named as add_job's arguments (identifier,
+        payload, queue_name, ...): keep the statement's own apart. Such jobs are not counted
+        by the client's enqueue metrics, nor traced."""
+        params = self._statements.add_job_params(
+            identifier,
+            payload,
+            queue_name,
+            run_at,
+            max_attempts,
+            job_key,
+            job_key_mode,
+            priority,
+            flags,
+            None,
+        )
+        return self._statements.sql.add_job_call, params
 
     def _answer(self, statement: Statement[T], rows: list[Any]) -> T:
         if self._metrics is not None and statement.enqueued is not None:

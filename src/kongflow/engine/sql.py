@@ -13,6 +13,7 @@ from kongflow.settings import validate_schema
 @dataclass(frozen=True)
 class EngineSQL:
     add_job: str
+    add_job_call: str
     add_jobs: str
     add_jobs_counted: str
     now: str
@@ -65,19 +66,22 @@ class EngineSQL:
 def engine_sql(schema: str) -> EngineSQL:
     """The statements for one schema (the name is validated, then quoted into the text)."""
     s = f'"{validate_schema(schema)}"'
+    add_job_call = (
+        f"{s}.add_job("
+        "identifier => %(identifier)s, payload => %(payload)s::json,"
+        " queue_name => %(queue_name)s, run_at => %(run_at)s::timestamptz,"
+        " max_attempts => %(max_attempts)s::int, job_key => %(job_key)s,"
+        " priority => %(priority)s::int, flags => %(flags)s::text[],"
+        " job_key_mode => %(job_key_mode)s, headers => %(headers)s::jsonb)"
+    )
     add_jobs_call = (
         f"{s}.add_jobs("
         f"array(select r from json_populate_recordset(null::{s}.job_spec, %s::json) r), %s)"
     )
     return EngineSQL(
-        add_job=(
-            f"select * from {s}.add_job("
-            "identifier => %(identifier)s, payload => %(payload)s::json,"
-            " queue_name => %(queue_name)s, run_at => %(run_at)s::timestamptz,"
-            " max_attempts => %(max_attempts)s::int, job_key => %(job_key)s,"
-            " priority => %(priority)s::int, flags => %(flags)s::text[],"
-            " job_key_mode => %(job_key_mode)s, headers => %(headers)s::jsonb)"
-        ),
+        add_job=f"select * from {add_job_call}",
+        # add_job as an expression, for a statement of one's own (`ClientBase.add_job_params`)
+        add_job_call=add_job_call,
         add_jobs=f"select * from {add_jobs_call}",
         now="select now()",
         lock_queues=f"select {s}._lock_queues(%s)",

@@ -106,12 +106,40 @@ class Statements:
         flags: Sequence[str] | None,
         headers: Mapping[str, str] | None,
     ) -> Statement[Job]:
+        params = self.add_job_params(
+            identifier,
+            payload,
+            queue_name,
+            run_at,
+            max_attempts,
+            job_key,
+            job_key_mode,
+            priority,
+            flags,
+            headers,
+        )
+        return Statement(self.sql.add_job, params, _job, Job.row_factory, _jobs_enqueued)
+
+    def add_job_params(
+        self,
+        identifier: str,
+        payload: Any,
+        queue_name: str | None,
+        run_at: datetime | None,
+        max_attempts: int | None,
+        job_key: str | None,
+        job_key_mode: JobKeyMode,
+        priority: int | None,
+        flags: Sequence[str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        """The checked parameters of `sql.add_job_call` (and of `add_job`)."""
         params = JobSpec(
             identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags
         ).validated()
         params["job_key_mode"] = check_job_key_mode(job_key_mode)
         params["headers"] = Jsonb(dict(headers)) if headers else None
-        return Statement(self.sql.add_job, params, _job, Job.row_factory, _jobs_enqueued)
+        return params
 
     def add_jobs(self, specs: Iterable[JobSpec], preserve_run_at: bool) -> Statement[list[Job]]:
         document = bulk_document(specs)

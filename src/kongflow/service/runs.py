@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
@@ -97,29 +98,34 @@ class RunService:
     async def test_job(
         self, environment: Environment, job_slug: str, payload: Json = None
     ) -> QueuedRun:
-        """TestJob: a test event and a queued run with its execution job, all or nothing."""
-        async with self.queue.transaction() as tx:
-            version = await self._latest_version(tx.conn, environment, job_slug)
-            # trigger.dev's test event id, test:<event>:<ms>; two tests in one millisecond
-            # take the next free millisecond.
-            millis = int(time.time() * 1000)
+        """TestJob: a test event and a queued run with its execution job, in one statement."""
+        # trigger.dev's test event id, test:<event>:<ms>; two tests in one millisecond take
+        # the next free millisecond.
+        millis = int(time.time() * 1000)
+        async with self.database.connection() as conn:
             while True:
-                event = await self.store_event(
-                    tx.conn,
-                    environment,
-                    NewEvent(
-                        id=f"test:{version.event_name}:{millis}",
-                        name=version.event_name,
-                        source=version.event_source,
-                        payload=payload if payload is not None else {},
-                        is_test=True,
-                    ),
-                )
-                if event is not None:
-                    break
+                run_id = str(uuid.uuid4())
+                async with conn.cursor() as cur:
+                    await cur.execute(
+                        self._sql.create_test_run,
+                        self._execution(run_id)
+                        | {
+                            "run_id": run_id,
+                            "project_id": environment.project_id,
+                            "job_slug": job_slug,
+                            "environment_id": environment.id,
+                            "millis": str(millis),
+                            "event_payload": Jsonb(payload if payload is not None else {}),
+                        },
+                    )
+                    row = await cur.fetchone()
+                assert row is not None
+                found, event_id, _ = row
+                if not found:
+                    raise JobNotFoundError(job_slug)
+                if event_id is not None:
+                    return QueuedRun(run_id, event_id)
                 millis += 1
-            run_id = await self.create_run(tx, environment, version, event.id, is_test=True)
-        return QueuedRun(run_id, event.event_id)
 
     async def invoke(
         self,
@@ -219,24 +225,30 @@ class RunService:
         idempotency_key: str | None = None,
     ) -> str:
         """A run of this job version for this event, queued at once: PENDING -> QUEUED with
-        the job's next run number, and its execution enqueued, in the caller's transaction."""
-        async with tx.conn.cursor(row_factory=scalar_row) as cur:
-            await cur.execute(
-                self._sql.create_run,
-                {
-                    "job_id": version.job_id,
-                    "version_id": version.version_id,
-                    "environment_id": environment.id,
-                    "endpoint_id": version.endpoint_id,
-                    "event_id": event_record_id,
-                    "is_test": is_test,
-                    "idempotency_key": idempotency_key,
-                },
-            )
-            run_id: str | None = await cur.fetchone()
-        assert run_id is not None
-        await tx.enqueue(PerformRunExecution(id=run_id), job_key=execution_key(run_id))
+        its execution job, in the caller's transaction (its number comes at commit)."""
+        run_id = str(uuid.uuid4())
+        await tx.conn.execute(
+            self._sql.create_run,
+            self._execution(run_id)
+            | {
+                "run_id": run_id,
+                "job_id": version.job_id,
+                "version_id": version.version_id,
+                "environment_id": environment.id,
+                "endpoint_id": version.endpoint_id,
+                "event_id": event_record_id,
+                "is_test": is_test,
+                "idempotency_key": idempotency_key,
+            },
+        )
         return run_id
+
+    def _execution(self, run_id: str) -> dict[str, Any]:
+        """The parameters of the run's execution job in `create_run` / `create_test_run`."""
+        _, params = self.queue.add_job_call(
+            PerformRunExecution(id=run_id), job_key=execution_key(run_id)
+        )
+        return params
 
     # -- the run's life ----------------------------------------------------------------------
 

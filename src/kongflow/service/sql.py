@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from kongflow.engine.sql import engine_sql
 from kongflow.settings import validate_schema
 
 
@@ -45,6 +46,7 @@ class JobsSQL:
     lock_idempotency_key: str
     run_by_idempotency_key: str
     create_run: str
+    create_test_run: str
     run_for_event: str
     run_for_start: str
     next_run_number: str
@@ -155,6 +157,13 @@ def jobs_sql(schema: str) -> JobsSQL:
         f"from {s}.job_runs r join {s}.job_definitions j on j.id = r.job_id"
         f" join {s}.job_versions v on v.id = r.version_id"
         f" join {s}.event_records ev on ev.id = r.event_id"
+    )
+    # What a new run (the CTE `run`) comes with: its history and its execution job.
+    queued_run = (
+        f"history as (insert into {s}.run_status_history (run_id, status)"
+        " select run.id, h.status from run,"
+        " (values (1, 'PENDING'), (2, 'QUEUED')) h (n, status) order by h.n),"
+        f" execution as (select {engine_sql(schema).add_job_call} from run)"
     )
     task_insert = (
         f"insert into {s}.tasks (run_id, idempotency_key, display_key, name, icon,"
@@ -313,18 +322,37 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"select r.id, ev.event_id, r.status, j.slug as job_slug {run_from}"
             " where r.environment_id = %s and r.idempotency_key = %s"
         ),
-        # A run is created PENDING and queued in the same statement, both statuses kept as
-        # history (in that order: the history's ids are its order). Its number is assigned
-        # when the transaction commits (`_number_run`).
+        # A run is created PENDING and queued in one statement with its execution job (the
+        # parameters of `WorkerQueue.add_job_call`), both statuses kept as history (in that
+        # order: the history's ids are its order). Its number is assigned when the
+        # transaction commits (`_number_run`).
         create_run=(
-            f"with run as (insert into {s}.job_runs (job_id, version_id, environment_id,"
+            f"with run as (insert into {s}.job_runs (id, job_id, version_id, environment_id,"
             " endpoint_id, event_id, is_test, idempotency_key, status, queued_at)"
-            " values (%(job_id)s, %(version_id)s, %(environment_id)s, %(endpoint_id)s,"
-            " %(event_id)s, %(is_test)s, %(idempotency_key)s, 'QUEUED', now()) returning id),"
-            f" history as (insert into {s}.run_status_history (run_id, status)"
-            " select run.id, h.status from run,"
-            " (values (1, 'PENDING'), (2, 'QUEUED')) h (n, status) order by h.n)"
-            " select id from run"
+            " values (%(run_id)s, %(job_id)s, %(version_id)s, %(environment_id)s,"
+            " %(endpoint_id)s, %(event_id)s, %(is_test)s, %(idempotency_key)s, 'QUEUED', now())"
+            f" returning id), {queued_run} select count(*) from execution"
+        ),
+        # TestJob in one statement: the job's latest version, its test event (`test:<event
+        # name>:<ms>`; none if that id is taken), and the run queued as above. The answer:
+        # whether the job exists, and the event's id if it was stored.
+        create_test_run=(
+            f"with version as (select {_VERSION_COLUMNS} from {s}.job_definitions j"
+            f" join {s}.job_versions v on v.job_id = j.id where j.project_id = %(project_id)s"
+            " and j.slug = %(job_slug)s and v.environment_id = %(environment_id)s"
+            " order by v.registered_at desc limit 1),"
+            f" event as (insert into {s}.event_records (environment_id, event_id, name,"
+            " source, payload, is_test) select %(environment_id)s,"
+            " 'test:' || event_name || ':' || %(millis)s, event_name, event_source,"
+            " %(event_payload)s, true from version"
+            " on conflict (environment_id, event_id) do nothing returning id, event_id),"
+            f" run as (insert into {s}.job_runs (id, job_id, version_id, environment_id,"
+            " endpoint_id, event_id, is_test, status, queued_at)"
+            " select %(run_id)s, version.job_id, version.version_id, %(environment_id)s,"
+            " version.endpoint_id, event.id, true, 'QUEUED', now() from version, event"
+            f" returning id), {queued_run}"
+            " select exists (select from version), (select event_id from event),"
+            " (select count(*) from execution)"
         ),
         run_for_event=(f"select id from {s}.job_runs where event_id = %s and version_id = %s"),
         run_for_start=f"select id, job_id, status from {s}.job_runs where id = %s for update",

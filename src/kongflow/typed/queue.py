@@ -188,6 +188,40 @@ class WorkerQueue:
     ) -> Job:
         """Validate and enqueue; `tx` joins the caller's transaction. Either a task's payload
         model (`enqueue(StartRun(id=...))`) or an identifier and its payload as data."""
+        arguments = self._job_arguments(
+            identifier,
+            payload,
+            run_at=run_at,
+            priority=priority,
+            queue_name=queue_name,
+            job_key=job_key,
+            job_key_mode=job_key_mode,
+            max_attempts=max_attempts,
+            flags=flags,
+        )
+        return await self.client.add_job(**arguments, conn=tx)
+
+    def add_job_call(
+        self, payload: TaskPayload, **options: Unpack[EnqueueOptions]
+    ) -> tuple[str, dict[str, Any]]:
+        """The job `enqueue(payload, ...)` would add, as an SQL expression and its parameters
+        (see `Client.add_job_call`), to enqueue in the same statement as the rows it is for."""
+        return self.client.add_job_call(**self._job_arguments(payload, _NO_PAYLOAD, **options))
+
+    def _job_arguments(
+        self,
+        identifier: str | TaskPayload,
+        payload: Any,
+        *,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        job_key: str | None = None,
+        job_key_mode: JobKeyMode | None = None,
+        max_attempts: int | None = None,
+        flags: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """The job's add_job arguments: the payload validated, the catalog's defaults applied."""
         if isinstance(identifier, TaskPayload):
             if payload is not _NO_PAYLOAD:
                 raise TypeError("a TaskPayload names its task: pass it alone, without a payload")
@@ -199,18 +233,17 @@ class WorkerQueue:
         if identifier not in self.handlers:
             raise NoHandlerError(identifier)
         definition = self.catalog[identifier]
-        return await self.client.add_job(
-            identifier,
-            model.model_dump(mode="json", by_alias=True, exclude_none=True),
-            queue_name=_resolve(definition.queue_name, queue_name, model),
-            job_key=_resolve(definition.job_key, job_key, model),
-            run_at=run_at,
-            priority=priority if priority is not None else definition.priority,
-            max_attempts=max_attempts if max_attempts is not None else definition.max_attempts,
-            job_key_mode=job_key_mode or definition.job_key_mode or "replace",
-            flags=flags if flags is not None else definition.flags,
-            conn=tx,
-        )
+        return {
+            "identifier": identifier,
+            "payload": model.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "queue_name": _resolve(definition.queue_name, queue_name, model),
+            "job_key": _resolve(definition.job_key, job_key, model),
+            "run_at": run_at,
+            "priority": priority if priority is not None else definition.priority,
+            "max_attempts": max_attempts if max_attempts is not None else definition.max_attempts,
+            "job_key_mode": job_key_mode or definition.job_key_mode or "replace",
+            "flags": flags if flags is not None else definition.flags,
+        }
 
     def _typed(self, payload: TaskPayload) -> tuple[str, BaseModel]:
         """The task a payload model names, checked against the catalog's model for it."""
