@@ -112,11 +112,11 @@ async def enqueue_pipelined(url: str, jobs: int, progress: Progress) -> Figure:
         started = time.perf_counter()
         async with conn.pipeline() as pipeline:
             for i in range(jobs):
-                job = statements.add_job(
+                params = statements.add_job_params(
                     "noop", {"i": i}, None, None, None, None, "replace", None, None, None
                 )
                 await conn.execute("begin")
-                await conn.execute(job.query, job.params)  # type: ignore[arg-type]
+                await conn.execute(statements.sql.add_job, params)
                 await conn.execute("commit")
                 if (i + 1) % 100 == 0:
                     await pipeline.sync()

@@ -93,31 +93,8 @@ class Statements:
     def _jobs(self, query: str, params: Any, answer: Callable[[list[Job]], T]) -> Statement[T]:
         return Statement(query, params, answer, Job.row_factory)
 
-    def add_job(
-        self,
-        identifier: str,
-        payload: Any,
-        queue_name: str | None,
-        run_at: datetime | None,
-        max_attempts: int | None,
-        job_key: str | None,
-        job_key_mode: JobKeyMode,
-        priority: int | None,
-        flags: Sequence[str] | None,
-        headers: Mapping[str, str] | None,
-    ) -> Statement[Job]:
-        params = self.add_job_params(
-            identifier,
-            payload,
-            queue_name,
-            run_at,
-            max_attempts,
-            job_key,
-            job_key_mode,
-            priority,
-            flags,
-            headers,
-        )
+    def add_job(self, params: dict[str, Any]) -> Statement[Job]:
+        """One job, its parameters from `add_job_params`."""
         return Statement(self.sql.add_job, params, _job, Job.row_factory, _jobs_enqueued)
 
     def add_job_params(

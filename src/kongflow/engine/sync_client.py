@@ -106,16 +106,18 @@ class SyncClient(ClientBase[ConnectionPool[Any]]):
         """Enqueue one job (graphile-worker's addJob, with its job-key semantics)."""
         with enqueue_span(identifier, queue_name) as headers:
             statement = self._statements.add_job(
-                identifier,
-                payload,
-                queue_name,
-                run_at,
-                max_attempts,
-                job_key,
-                job_key_mode,
-                priority,
-                flags,
-                headers,
+                self._statements.add_job_params(
+                    identifier,
+                    payload,
+                    queue_name,
+                    run_at,
+                    max_attempts,
+                    job_key,
+                    job_key_mode,
+                    priority,
+                    flags,
+                    headers,
+                )
             )
             return self._run(statement, conn)
 

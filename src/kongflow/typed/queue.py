@@ -178,27 +178,11 @@ class WorkerQueue:
         payload: Any = _NO_PAYLOAD,
         *,
         tx: AnyConnection | None = None,
-        run_at: datetime | None = None,
-        priority: int | None = None,
-        queue_name: str | None = None,
-        job_key: str | None = None,
-        job_key_mode: JobKeyMode | None = None,
-        max_attempts: int | None = None,
-        flags: Sequence[str] | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Job:
         """Validate and enqueue; `tx` joins the caller's transaction. Either a task's payload
         model (`enqueue(StartRun(id=...))`) or an identifier and its payload as data."""
-        arguments = self._job_arguments(
-            identifier,
-            payload,
-            run_at=run_at,
-            priority=priority,
-            queue_name=queue_name,
-            job_key=job_key,
-            job_key_mode=job_key_mode,
-            max_attempts=max_attempts,
-            flags=flags,
-        )
+        arguments = self._job_arguments(identifier, payload, **options)
         return await self.client.add_job(**arguments, conn=tx)
 
     def add_job_call(
