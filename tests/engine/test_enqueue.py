@@ -385,3 +385,24 @@ async def test_queue_control_refuses_unstorable_names(client: Client) -> None:
             await client.resume_queue(name)
     with pytest.raises(InvalidJobError, match="job_key"):
         await client.remove_job("k\x00")
+
+
+async def test_add_job_call_enqueues_in_a_statement_of_ones_own_only_for_its_rows(
+    client: Client,
+) -> None:
+    s = f'"{client.schema}"'
+    call, params = client.add_job_call("welcome", {"user": 1}, queue_name="mail", priority=3)
+    statement = (
+        f"with signup as (insert into {s}.signups (email) values (%(email)s)"
+        f" on conflict do nothing returning email) select {call} from signup"
+    )
+    async with client.pool.connection() as conn:
+        await conn.execute(f"create table {s}.signups (email text primary key)")  # type: ignore[arg-type]
+        await conn.execute(statement, params | {"email": "ada@example.com"})  # type: ignore[arg-type]
+        await conn.execute(statement, params | {"email": "ada@example.com"})  # type: ignore[arg-type]
+    jobs = await client.list_jobs()
+    assert [(j.task_identifier, j.payload, j.queue_name, j.priority) for j in jobs] == [
+        ("welcome", {"user": 1}, "mail", 3)
+    ]
+    with pytest.raises(InvalidJobError, match="priority"):
+        client.add_job_call("welcome", priority=2**40)
