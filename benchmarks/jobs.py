@@ -3,7 +3,7 @@ against a Python SDK endpoint until every one is terminal, for a job without io 
 three io.run_task steps (each step a task created and completed through the API).
 
     uv run python benchmarks/jobs.py [--runs 1000] [--clients 16] [--concurrency 20]
-        [--job 'no io'] [--workers N]
+        [--job 'no io'] [--workers N] [--rate 100]
 
 Everything runs on 127.0.0.1, on DATABASE_URL or the embedded PostgreSQL, in a throwaway
 schema: the API under uvicorn in this process, and the service's worker too, or with
@@ -55,6 +55,9 @@ async def main() -> None:
         "--alone", type=int, default=50, help="runs submitted one at a time, for latency"
     )
     parser.add_argument(
+        "--rate", type=float, help="also submit --runs at this steady rate (runs/s) and report"
+    )
+    parser.add_argument(
         "--workers", type=int, default=0, help="worker processes (0: in the API's process)"
     )
     parser.add_argument(
@@ -97,6 +100,12 @@ async def main() -> None:
                     alone = await one_at_a_time(jobs, api, job, args.alone)
                     figures[label] = await measure(jobs, api, job, args.runs, args.clients)
                     figures[label]["one run alone: to SUCCESS p50 / p95"] = alone
+                    if args.rate:
+                        await idle(jobs)
+                        steady = await measure(jobs, api, job, args.runs, args.clients, args.rate)
+                        figures[label][f"at {args.rate:g} runs/s: to SUCCESS p50 / p95 / p99"] = (
+                            steady["submission to SUCCESS p50 / p95 / p99"]
+                        )
     finally:
         await jobs.close()
         with psycopg.connect(url, autocommit=True) as conn:
@@ -177,8 +186,15 @@ def endpoint_process(api_key: str, api_url: str) -> Iterator[str]:
 
 
 async def measure(
-    jobs: JobsService, api: httpx.AsyncClient, job: str, runs: int, clients: int
+    jobs: JobsService,
+    api: httpx.AsyncClient,
+    job: str,
+    runs: int,
+    clients: int,
+    rate: float | None = None,
 ) -> dict[str, str]:
+    """`runs` submissions as fast as `clients` connections go (or at a steady `rate`), until
+    every run is terminal."""
     before = await terminal_runs(jobs, job)
     counted_before, _ = await run_latencies(jobs, job)
     started = time.perf_counter()
@@ -186,7 +202,14 @@ async def measure(
     with ProcessPoolExecutor(1) as pool, Progress(transient=True) as progress:
         finishing = progress.add_task(f"{job}: runs finished", total=runs)
         load = loop.run_in_executor(
-            pool, submit_load, str(api.base_url), api.headers["Authorization"], job, runs, clients
+            pool,
+            submit_load,
+            str(api.base_url),
+            api.headers["Authorization"],
+            job,
+            runs,
+            clients,
+            rate,
         )
         finished = 0
         while finished < runs:
@@ -204,7 +227,9 @@ async def measure(
         "submissions/s": f"{runs / submitted_in:,.0f}",
         "submission latency p50 / p95": f"{q[49] * 1000:.1f} / {q[94] * 1000:.1f} ms",
         "runs completed/s": f"{runs / elapsed:,.0f}",
-        "submission to SUCCESS p50 / p95": f"{r[49] * 1000:.0f} / {r[94] * 1000:.0f} ms",
+        "submission to SUCCESS p50 / p95 / p99": (
+            f"{r[49] * 1000:.0f} / {r[94] * 1000:.0f} / {r[98] * 1000:.0f} ms"
+        ),
         "runs SUCCESS": f"{succeeded:,} of {runs:,}",
         "all runs terminal after": f"{elapsed:.1f} s",
     }
@@ -254,10 +279,16 @@ async def run_duration(jobs: JobsService, run_id: str) -> float | None:
 
 
 def submit_load(
-    base_url: str, authorization: str, job: str, runs: int, clients: int
+    base_url: str,
+    authorization: str,
+    job: str,
+    runs: int,
+    clients: int,
+    rate: float | None = None,
 ) -> tuple[list[float], float]:
     """In its own process, so the load generator does not eat the server's CPU: `runs` TestJob
-    requests from `clients` kept-alive connections; their latencies and the total time. The
+    requests from `clients` kept-alive connections (the i-th sent no sooner than i / `rate`
+    seconds from the start, given a rate); their latencies and the total time. The
     requests are written as bytes made once and the answers read by their Content-Length: an
     HTTP client library costs more CPU per request than the API it would measure."""
     url = httpx.URL(base_url)
@@ -274,7 +305,9 @@ def submit_load(
         async def client() -> None:
             reader, writer = await asyncio.open_connection(url.host, url.port)
             try:
-                for _ in todo:
+                for i in todo:
+                    if rate is not None:
+                        await asyncio.sleep(started + i / rate - time.perf_counter())
                     began = time.perf_counter()
                     writer.write(request)
                     head = await reader.readuntil(b"\r\n\r\n")
