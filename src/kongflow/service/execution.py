@@ -13,6 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import class_row, scalar_row
@@ -105,6 +106,11 @@ class Outcome:
     def terminal(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def plain(self) -> bool:
+        """Only a status and an output: no task to act on, nothing to subscribe or enqueue."""
+        return self == Outcome(self.status, self.output, self.retry)
+
 
 class RunExecution:
     def __init__(
@@ -126,6 +132,7 @@ class RunExecution:
         self.outbound = outbound
         self.request_timeout = request_timeout
         self.answer_limit = answer_limit
+        self.database = database
         self._sql = database.sql
 
     def handlers(self) -> dict[str, TypedHandler]:
@@ -167,40 +174,47 @@ class RunExecution:
                 await tx.enqueue(RunFinished(id=run.id))
 
     async def _finish(self, run: RunContext, outcome: Outcome, duration_ms: int) -> None:
-        """Record the outcome and act on it in one transaction, unless the run was cancelled
-        meanwhile (CANCELED stays)."""
+        """Record the outcome and act on it, unless the run was cancelled meanwhile (CANCELED
+        stays): a plain outcome in one statement, one that acts on tasks in one transaction
+        (the run locked first, then its tasks)."""
+        if outcome.plain:
+            async with self.database.connection() as conn:
+                await conn.execute(
+                    self._sql.finish_execution, self._finished(run, outcome, duration_ms)
+                )
+            return
         async with self.queue.transaction() as tx:
             if await self.tasks.lock_run(tx.conn, run.id) != "EXECUTING":
                 return
             taken = await self._take_tasks(tx, run, outcome)
             outcome = replace(taken, subscriptions=outcome.subscriptions)
-            status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
             for event in outcome.subscriptions:
                 await tx.conn.execute(
                     self._sql.insert_subscription, (run.id, run.endpoint_url, event, "ENDPOINT")
                 )
-            async with tx.conn.cursor(row_factory=scalar_row) as cur:
-                await cur.execute(
-                    self._sql.finish_execution,
-                    {
-                        "id": run.id,
-                        "status": status,
-                        "output": Jsonb(outcome.output) if outcome.output is not None else None,
-                        "terminal": status in TERMINAL,
-                        "duration_ms": duration_ms,
-                        "closed": "CANCELED" if status in ("SUCCESS", "TIMED_OUT") else "ERRORED",
-                        "event": subscription_event(status),
-                    },
-                )
-                subscribed: bool | None = await cur.fetchone()
+            await tx.conn.execute(
+                self._sql.finish_execution, self._finished(run, outcome, duration_ms)
+            )
             if outcome.reexecute:
                 await tx.enqueue(
                     PerformRunExecution(id=run.id),
                     job_key=execution_key(run.id),
                     run_at=outcome.reexecute_at,
                 )
-            if subscribed:  # a run nobody waits to hear of needs no runFinished job
-                await tx.enqueue(RunFinished(id=run.id))
+
+    def _finished(self, run: RunContext, outcome: Outcome, duration_ms: int) -> dict[str, Any]:
+        """`finish_execution`'s parameters, its runFinished job's included."""
+        status = "WAITING_TO_EXECUTE" if outcome.retry else outcome.status
+        _, announcement = self.queue.add_job_call(RunFinished(id=run.id))
+        return announcement | {
+            "id": run.id,
+            "status": status,
+            "output": Jsonb(outcome.output) if outcome.output is not None else None,
+            "terminal": status in TERMINAL,
+            "duration_ms": duration_ms,
+            "closed": "CANCELED" if status in ("SUCCESS", "TIMED_OUT") else "ERRORED",
+            "event": subscription_event(status),
+        }
 
     async def _give_up(self, tx: Transaction, run: RunContext) -> None:
         """TIMED_OUT: an endpoint that yields or resumes for ever would be executed for ever."""

@@ -394,8 +394,9 @@ def jobs_sql(schema: str) -> JobsSQL:
             " select started_at, execution_count from begun"
         ),
         # Only an executing run takes a result: a run cancelled meanwhile keeps CANCELED. The
-        # status is kept as history, a run that ends closes its open tasks, and the answer says
-        # whether the outcome has subscribers still to hear of it.
+        # status is kept as history, a run that ends closes its open tasks, and one whose
+        # outcome has subscribers still to hear of it gets its runFinished job (the
+        # parameters of `WorkerQueue.add_job_call`).
         finish_execution=(
             f"with finished as (update {s}.job_runs set status = %(status)s,"
             " output = %(output)s, completed_at = case when %(terminal)s then now() end,"
@@ -406,10 +407,11 @@ def jobs_sql(schema: str) -> JobsSQL:
             f" closed as (update {s}.tasks set status = %(closed)s, completed_at = now()"
             " where %(terminal)s and run_id = %(id)s"
             " and status in ('PENDING', 'WAITING', 'RUNNING')"
-            " and exists (select from finished))"
-            f" select %(terminal)s and exists (select from {s}.run_subscriptions"
-            " where run_id = %(id)s and event = %(event)s and delivered_at is null)"
-            " from finished"
+            " and exists (select from finished)),"
+            f" announced as (select {engine_sql(schema).add_job_call} from finished"
+            f" where %(terminal)s and exists (select from {s}.run_subscriptions"
+            " where run_id = %(id)s and event = %(event)s and delivered_at is null))"
+            " select count(*) from announced"
         ),
         finish_execution_early=(
             f"update {s}.job_runs set status = %(status)s, output = %(output)s,"
