@@ -50,7 +50,7 @@ from kongflow.protocol import (
     TaskState,
 )
 from kongflow.service.catalog import PerformRunExecution, ResumeTask, RunFinished
-from kongflow.service.database import Database
+from kongflow.service.database import Connection, Database
 from kongflow.service.endpoint_api import EndpointApi
 from kongflow.service.notifications import subscription_event
 from kongflow.service.outbound import (
@@ -62,7 +62,7 @@ from kongflow.service.outbound import (
     Unreachable,
     UrlRefused,
 )
-from kongflow.service.rows import ExecutionBegun, Json, RunContext, StalledRun, Task
+from kongflow.service.rows import Json, RunContext, StalledRun, Task
 from kongflow.service.runs import TERMINAL, RunService, execution_key
 from kongflow.service.tasks import TaskError, TaskService, parse_output
 from kongflow.typed import CronPayload, Transaction, WorkerQueue
@@ -293,25 +293,26 @@ class RunExecution:
 
     async def _begin(self, run_id: str) -> tuple[RunContext, RunJobBody] | None:
         """EXECUTING (counting the execution) and the request to send, or None if the run is
-        over or gone."""
-        async with self.queue.transaction() as tx:
-            async with tx.conn.cursor(row_factory=class_row(RunContext)) as cur:
-                await cur.execute(self._sql.lock_run_context, (run_id,))
-                run = await cur.fetchone()
-            if run is None or run.status in TERMINAL:
+        over or gone. An open run with executions left begins in one statement; the run
+        locked is only for what it is not (and to give up on one executed too often)."""
+        async with self.database.connection() as conn:
+            run = await self._begun(conn, run_id)
+        if run is None:
+            async with self.queue.transaction() as tx:
+                async with tx.conn.cursor(row_factory=class_row(RunContext)) as cur:
+                    await cur.execute(self._sql.lock_run_context, (run_id,))
+                    locked = await cur.fetchone()
+                if locked is None or locked.status in TERMINAL:
+                    return None
+                if locked.execution_count >= self.max_executions:
+                    await self._give_up(tx, locked)
+                    return None
+                run = await self._begun(tx.conn, run_id)  # it became open meanwhile
+            if run is None:
                 return None
-            if run.execution_count >= self.max_executions:
-                await self._give_up(tx, run)
-                return None
-            async with tx.conn.cursor(row_factory=class_row(ExecutionBegun)) as begin:
-                await begin.execute(self._sql.begin_execution, (run_id,))
-                begun = await begin.fetchone()
-            assert begun is not None
-            executed_before = run.execution_count > 0
-            run = replace(run, started_at=begun.started_at, execution_count=begun.execution_count)
-            cache, noops = await self.tasks.execution_cache(
-                tx.conn, run_id, executed_before=executed_before
-            )
+        # Executed before: the tasks it completed go with it.
+        executed_before = run.execution_count > 1
+        cache, noops = await self.tasks.execution_cache(run_id, executed_before=executed_before)
         chunk_limit = chunk_limit_ms(self.request_timeout)
         body = run_job_body(run).model_copy(
             update={
@@ -324,6 +325,14 @@ class RunExecution:
             }
         )
         return run, body
+
+    async def _begun(self, conn: Connection, run_id: str) -> RunContext | None:
+        """The run begun (EXECUTING, counted, in its history), or None if it is not open or
+        has no executions left."""
+        params = {"id": run_id, "terminal": sorted(TERMINAL), "max_executions": self.max_executions}
+        async with conn.cursor(row_factory=class_row(RunContext)) as cur:
+            await cur.execute(self._sql.begin_execution, params)
+            return await cur.fetchone()
 
     async def _call(self, run: RunContext, body: RunJobBody) -> Outcome:
         api = EndpointApi(self.outbound, run.endpoint_url, run.api_key, limit=self.answer_limit)

@@ -81,12 +81,6 @@ class RunContext(_RunColumns):
 
 
 @dataclass(frozen=True)
-class ExecutionBegun:
-    started_at: datetime
-    execution_count: int
-
-
-@dataclass(frozen=True)
 class RunState:
     """What starting a run looks at (the run locked)."""
 

@@ -180,8 +180,8 @@ def jobs_sql(schema: str) -> JobsSQL:
         f" {s}.tasks p where p.id = %(parent_id)s and p.run_id = %(run_id)s))"
     )
     task_conflict = f" on conflict (run_id, idempotency_key) do nothing returning {_TASK_COLUMNS}"
-    run_context = (
-        f"select {_RUN_COLUMNS}, r.environment_id, ev.id as event_record_id,"
+    run_context_columns = (
+        f"{_RUN_COLUMNS}, r.environment_id, ev.id as event_record_id,"
         " ev.name as event_name, ev.payload as event_payload,"
         ' ev.context as event_context, ev."timestamp" as event_timestamp,'
         " ev.deliver_at as event_deliver_at, ev.delivered_at as event_delivered_at,"
@@ -190,6 +190,9 @@ def jobs_sql(schema: str) -> JobsSQL:
         " p.id as project_id, p.slug as project_slug, p.name as project_name,"
         " o.id as organization_id, o.slug as organization_slug, o.title as organization_title,"
         " r.yielded_executions"
+    )
+    run_context = (
+        f"select {run_context_columns}"
         f" {run_from} join {s}.endpoints en on en.id = r.endpoint_id"
         f" join {s}.runtime_environments e on e.id = r.environment_id"
         f" join {s}.projects p on p.id = e.project_id"
@@ -384,14 +387,22 @@ def jobs_sql(schema: str) -> JobsSQL:
         # Everything an execution request or a run notification needs, in one row.
         run_context=run_context,
         lock_run_context=run_context + " for update of r",
-        # EXECUTING, counted, and kept as history, in one statement.
+        # EXECUTING, counted and kept as history, answering the run's context as it now is:
+        # one statement, for a run that is open and has executions left (none otherwise).
         begin_execution=(
-            f"with begun as (update {s}.job_runs set status = 'EXECUTING', updated_at = now(),"
-            " started_at = coalesce(started_at, now()), execution_count = execution_count + 1"
-            " where id = %s returning id, started_at, execution_count),"
+            f"with begun as (update {s}.job_runs r set status = 'EXECUTING',"
+            " updated_at = now(), started_at = coalesce(r.started_at, now()),"
+            f" execution_count = r.execution_count + 1 from {s}.job_definitions j,"
+            f" {s}.job_versions v, {s}.event_records ev, {s}.endpoints en,"
+            f" {s}.runtime_environments e, {s}.projects p, {s}.organizations o"
+            " where r.id = %(id)s and r.status <> all(%(terminal)s)"
+            " and r.execution_count < %(max_executions)s and j.id = r.job_id"
+            " and v.id = r.version_id and ev.id = r.event_id and en.id = r.endpoint_id"
+            " and e.id = r.environment_id and p.id = e.project_id and o.id = e.organization_id"
+            f" returning {run_context_columns}),"
             f" history as (insert into {s}.run_status_history (run_id, status)"
             " select id, 'EXECUTING' from begun)"
-            " select started_at, execution_count from begun"
+            " select * from begun"
         ),
         # Only an executing run takes a result: a run cancelled meanwhile keeps CANCELED. The
         # status is kept as history, a run that ends closes its open tasks, and one whose

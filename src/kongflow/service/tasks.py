@@ -183,23 +183,22 @@ class TaskService:
 
     # -- what an execution sends back ----------------------------------------------------------
 
-    async def execution_cache(
-        self, conn: Connection, run_id: str, *, executed_before: bool
-    ) -> tuple[TaskCache, str]:
+    async def execution_cache(self, run_id: str, *, executed_before: bool) -> tuple[TaskCache, str]:
         """The run's completed tasks for an execution body (up to 3.5 MB of them; the rest
         lazily, from the cursor), and the bloom filter of its completed no-op tasks. A run's
         first execution has none (tasks are made by executions): nothing to read, four round
         trips saved on every run that needs only one execution."""
         if not executed_before:
             return TaskCache([], None), BloomFilter().serialize()
-        async with conn.cursor(row_factory=scalar_row) as keys:
-            await keys.execute(self._sql.completed_noop_keys, (run_id,))
-            noops = BloomFilter.of(await keys.fetchall())
-        # A server-side cursor: rows are read a few at a time, up to the first that does not
-        # fit, however many the run has.
-        async with conn.cursor("cached_tasks", row_factory=class_row(CachedRow)) as cur:
-            await cur.execute(self._sql.completed_tasks, (run_id,))
-            cache = await _fill(cur, EXECUTION_CACHE_BYTES)
+        async with self.database.connection() as conn, conn.transaction():
+            async with conn.cursor(row_factory=scalar_row) as keys:
+                await keys.execute(self._sql.completed_noop_keys, (run_id,))
+                noops = BloomFilter.of(await keys.fetchall())
+            # A server-side cursor: rows are read a few at a time, up to the first that does
+            # not fit, however many the run has.
+            async with conn.cursor("cached_tasks", row_factory=class_row(CachedRow)) as cur:
+                await cur.execute(self._sql.completed_tasks, (run_id,))
+                cache = await _fill(cur, EXECUTION_CACHE_BYTES)
         return cache, noops.serialize()
 
     async def cache_page(self, run_id: str, cursor: str) -> TaskCache:
