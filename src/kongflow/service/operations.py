@@ -18,7 +18,7 @@ from kongflow.service.catalog import PerformTaskOperation
 from kongflow.service.database import Database
 from kongflow.service.outbound import MiB, Outbound, OutboundError, Unreachable, UrlRefused
 from kongflow.service.rows import Json, Task
-from kongflow.service.tasks import FETCH_OPERATIONS, TaskError, TaskService, parse_output
+from kongflow.service.tasks import TaskError, TaskService, parse_output, performed_by_kongflow
 from kongflow.typed import WorkerQueue
 from kongflow.typed.task import TypedHandler
 
@@ -59,7 +59,7 @@ class TaskOperations:
         ):
             await cur.execute(self._sql.task_by_id, (payload.id,))
             task = await cur.fetchone()
-        if task is None or task.status != "RUNNING" or task.operation not in FETCH_OPERATIONS:
+        if task is None or not performed_by_kongflow(task):
             return  # done, cancelled or gone meanwhile
         last_attempt = job.attempts >= job.max_attempts
         try:

@@ -39,6 +39,11 @@ FETCH_OPERATIONS = frozenset({"fetch", "fetch-response"})
 FINISHED = frozenset({"COMPLETED", "ERRORED", "CANCELED"})
 
 
+def performed_by_kongflow(task: Task) -> bool:
+    """A RUNNING task whose operation kongflow performs (io.backgroundFetch's request)."""
+    return task.status == "RUNNING" and task.operation in FETCH_OPERATIONS
+
+
 class TaskError(KongflowError, ValueError):
     """A task request that cannot be taken (a parent from another run, output that is not
     JSON); the API answers 400 with this message."""
@@ -91,7 +96,7 @@ class TaskService:
         async with self.queue.transaction() as tx:
             task = await self._insert_into_open_run(tx.conn, environment, run_id, new)
             if task is not None:
-                if task.status == "RUNNING" and task.operation in FETCH_OPERATIONS:
+                if performed_by_kongflow(task):
                     await self.queue_operation(tx, task)
                 return task
             async with tx.conn.cursor(row_factory=scalar_row) as cur:
@@ -116,7 +121,7 @@ class TaskService:
                 if task is None:
                     raise TaskError(f"task {new.parent_id!r} is not a task of run {run_id}")
                 return task
-            if task.status == "RUNNING" and task.operation in FETCH_OPERATIONS:
+            if performed_by_kongflow(task):
                 await self.queue_operation(tx, task)
         return task
 
@@ -235,7 +240,7 @@ class TaskService:
                 if task.status == "WAITING":
                     await cur.execute(self._sql.start_waiting_task, (task.id,))
                     task = await cur.fetchone() or task
-            if task.status == "RUNNING" and task.operation in FETCH_OPERATIONS:
+            if performed_by_kongflow(task):
                 await self.queue_operation(tx, task)  # it resumes the run when it is done
                 return
             if task.parent_id is not None and await self._siblings_waiting(tx.conn, task):
