@@ -80,7 +80,7 @@ def engine_sql(schema: str) -> EngineSQL:
     )
     return EngineSQL(
         add_job=f"select * from {add_job_call}",
-        # add_job as an expression, for a statement of one's own (`ClientBase.add_job_params`)
+        # add_job as an expression, for a statement of one's own (`ClientBase.add_job_call`)
         add_job_call=add_job_call,
         add_jobs=f"select * from {add_jobs_call}",
         now="select now()",

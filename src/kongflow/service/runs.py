@@ -355,7 +355,12 @@ class RunService:
     ) -> JobVersion:
         async with conn.cursor(row_factory=class_row(JobVersion)) as cur:
             await cur.execute(
-                self._sql.latest_job_version, (environment.project_id, job_slug, environment.id)
+                self._sql.latest_job_version,
+                {
+                    "project_id": environment.project_id,
+                    "job_slug": job_slug,
+                    "environment_id": environment.id,
+                },
             )
             version = await cur.fetchone()
         if version is None:

@@ -158,7 +158,18 @@ def jobs_sql(schema: str) -> JobsSQL:
         f" join {s}.job_versions v on v.id = r.version_id"
         f" join {s}.event_records ev on ev.id = r.event_id"
     )
-    # What a new run (the CTE `run`) comes with: its history and its execution job.
+    # A job's latest version in an environment.
+    latest_version = (
+        f"select {_VERSION_COLUMNS}"
+        f" from {s}.job_definitions j join {s}.job_versions v on v.job_id = j.id"
+        " where j.project_id = %(project_id)s and j.slug = %(job_slug)s"
+        " and v.environment_id = %(environment_id)s"
+        " order by v.registered_at desc limit 1"
+    )
+    # Tasks still open, which a run that ends closes.
+    open_task = "status in ('PENDING', 'WAITING', 'RUNNING')"
+    # What a new run (the CTE `run`) comes with: its history and its execution job (a plain
+    # SELECT in a WITH runs only when read, so the statements select its count).
     queued_run = (
         f"history as (insert into {s}.run_status_history (run_id, status)"
         " select run.id, h.status from run,"
@@ -277,12 +288,7 @@ def jobs_sql(schema: str) -> JobsSQL:
             f"   select c.created_at, c.id from {s}.job_runs c where c.id = %(cursor)s))"
             " order by r.created_at desc, r.id desc limit %(limit)s"
         ),
-        latest_job_version=(
-            f"select {_VERSION_COLUMNS}"
-            f" from {s}.job_definitions j join {s}.job_versions v on v.job_id = j.id"
-            " where j.project_id = %s and j.slug = %s and v.environment_id = %s"
-            " order by v.registered_at desc limit 1"
-        ),
+        latest_job_version=latest_version,
         version_by_id=(
             f"select {_VERSION_COLUMNS}"
             f" from {s}.job_versions v join {s}.job_definitions j on j.id = v.job_id"
@@ -340,10 +346,7 @@ def jobs_sql(schema: str) -> JobsSQL:
         # name>:<ms>`; none if that id is taken), and the run queued as above. The answer:
         # whether the job exists, and the event's id if it was stored.
         create_test_run=(
-            f"with version as (select {_VERSION_COLUMNS} from {s}.job_definitions j"
-            f" join {s}.job_versions v on v.job_id = j.id where j.project_id = %(project_id)s"
-            " and j.slug = %(job_slug)s and v.environment_id = %(environment_id)s"
-            " order by v.registered_at desc limit 1),"
+            f"with version as ({latest_version}),"
             f" event as (insert into {s}.event_records (environment_id, event_id, name,"
             " source, payload, is_test) select %(environment_id)s,"
             " 'test:' || event_name || ':' || %(millis)s, event_name, event_source,"
@@ -416,8 +419,7 @@ def jobs_sql(schema: str) -> JobsSQL:
             f" history as (insert into {s}.run_status_history (run_id, status, detail)"
             " select id, %(status)s, %(output)s from finished),"
             f" closed as (update {s}.tasks set status = %(closed)s, completed_at = now()"
-            " where %(terminal)s and run_id = %(id)s"
-            " and status in ('PENDING', 'WAITING', 'RUNNING')"
+            f" where %(terminal)s and run_id = %(id)s and {open_task}"
             " and exists (select from finished)),"
             f" announced as (select {engine_sql(schema).add_job_call} from finished"
             f" where %(terminal)s and exists (select from {s}.run_subscriptions"
@@ -532,7 +534,7 @@ def jobs_sql(schema: str) -> JobsSQL:
         ),
         close_open_tasks=(
             f"update {s}.tasks set status = %s, completed_at = now()"
-            " where run_id = %s and status in ('PENDING', 'WAITING', 'RUNNING')"
+            f" where run_id = %s and {open_task}"
         ),
         run_tasks=(
             "select id, parent_id, display_key, status, name, icon, started_at, completed_at"
