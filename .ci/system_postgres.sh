@@ -43,7 +43,12 @@ running() {
     [ -f "$data/PG_VERSION" ] && as_owner "$(pg_bin)/pg_ctl" -D "$data" status >/dev/null 2>&1
 }
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Taken if it cannot be bound: a listener, but also a socket merely bound to it (an outgoing
+# connection given it as its ephemeral port), which a connection attempt would not find.
+port_taken() {
+    ! python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' \
+        "$1" 2>/dev/null
+}
 
 url() { echo "postgresql://$role@127.0.0.1:$(cat "$dir/port")/$database"; }
 
